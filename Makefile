@@ -1,0 +1,29 @@
+# The two set-up commands of README.md. Both work on a fresh machine with only python3 and pip.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/digits_vp
+
+.PHONY: demo test lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+
+# Installs the package, then trains score-based diffusion on scikit-learn's digits (no download):
+# samples in $(WORKDIR)/samples/*.png, metrics in $(WORKDIR)/metrics.jsonl, loss curve in loss_curve.png.
+demo: $(PY)
+	$(PY) -m pip install -e .
+	$(VENV)/bin/gl-jax --config experiments/digits_vp.py --workdir $(WORKDIR)
+
+# Installs the package with the test extra, then runs the suite (tests marked slow are deselected).
+test: $(PY)
+	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pytest -q
+
+lint: $(PY)
+	$(VENV)/bin/ruff check gl_jax tests experiments benchmarks
+	$(VENV)/bin/ruff format --check gl_jax tests experiments benchmarks
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

@@ -1,0 +1,117 @@
+"""Finding, preparing and opening datasets as random-access TFDS data sources (array_record, no TF).
+
+Names: `sklearn_digits`, `fashion_mnist`, `toy/<distribution>` (our builders, prepared on first use from
+data that ships with a package or is generated), or any standard TFDS name (`cifar10`, `celeb_a`, ...),
+which must already be prepared as array_record in the data_dir: nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import tensorflow_datasets as tfds
+
+from gl_jax.data.fashion_mnist import FashionMnist
+from gl_jax.data.sklearn_digits import SklearnDigits
+from gl_jax.data.toy import Toy
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BUILDERS", "DataSpec", "MissingDatasetError", "resolve_data_dir", "open_dataset"]
+
+BUILDERS = {"sklearn_digits": SklearnDigits, "fashion_mnist": FashionMnist, "toy": Toy}
+
+
+class MissingDatasetError(FileNotFoundError):
+    """A standard TFDS dataset is not prepared (as array_record) in the data_dir."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """What the rest of the code needs to know about a dataset.
+
+    Attributes:
+      name: the dataset name as configured.
+      kind: `"image"` (uint8 images, scaled to [-1, 1] by the pipeline) or `"vector"` (float features).
+      shape: shape of one example's `x` after preprocessing, e.g. `(8, 8, 1)` or `(2,)`.
+      levels: number of pixel levels of images (17 for sklearn digits, 256 for 8-bit), None for vectors.
+      num_classes: number of labels, or None when the dataset has none.
+      split_sizes: examples per split.
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    levels: int | None
+    num_classes: int | None
+    split_sizes: dict[str, int]
+
+
+def resolve_data_dir(data_dir: str | None = None) -> str:
+    """The TFDS data_dir: the argument, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`."""
+    return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+
+
+def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+    base, _, config = name.partition("/")
+    if base in BUILDERS:
+        kwargs = {"config": config} if config else {}
+        if base == "toy" and not config:
+            raise ValueError(f"Name a toy distribution: 'toy/<name>' with <name> in {Toy.builder_configs}.")
+        builder = BUILDERS[base](data_dir=data_dir, file_format="array_record", **kwargs)
+        if not builder.is_prepared():
+            log.info("Preparing %s once as array_record in %s.", name, builder.data_dir)
+            tfds.disable_progress_bar()
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+            )
+        )
+        return builder
+    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    prepared = builder.is_prepared() and any(
+        f.endswith(".array_record") or ".array_record-" in f for f in os.listdir(builder.data_dir)
+    )
+    if not prepared:
+        raise MissingDatasetError(
+            f"Dataset {name!r} is not prepared as array_record in {data_dir} (looked for "
+            f"{builder.data_dir}). Nothing is downloaded at run time: on a machine with internet run "
+            f"`tfds build {name} --file_format=array_record --data_dir={data_dir}` and copy the folder "
+            "here, or point --config.data.data_dir (or $TFDS_DATA_DIR) at a data_dir that has it. "
+            f"Built-in offline datasets: {sorted(BUILDERS)}."
+        )
+    return builder
+
+
+def open_dataset(name: str, *, data_dir: str | None = None) -> tuple[DataSpec, dict]:
+    """Prepares (if ours and not yet prepared) and opens a dataset.
+
+    Args:
+      name: dataset name, see the module docstring.
+      data_dir: TFDS data_dir (see `resolve_data_dir`).
+
+    Returns:
+      `(spec, sources)`: a `DataSpec` and a dict of random-access data sources by split name.
+
+    Raises:
+      MissingDatasetError: a standard TFDS dataset is not prepared in the data_dir.
+    """
+    builder = _builder(name, resolve_data_dir(data_dir))
+    features = builder.info.features
+    split_sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
+    num_classes = None
+    if "label" in features and isinstance(features["label"], tfds.features.ClassLabel):
+        num_classes = features["label"].num_classes
+    if "image" in features:
+        shape = tuple(features["image"].shape)
+        if None in shape:
+            raise ValueError(f"Dataset {name!r} has images of varying size {shape}; resize it first.")
+        kind, levels = "image", getattr(type(builder), "LEVELS", 256)
+    elif "x" in features:
+        shape, kind, levels = tuple(features["x"].shape), "vector", None
+    else:
+        raise ValueError(f"Dataset {name!r} has neither an 'image' nor an 'x' feature: {list(features)}.")
+    spec = DataSpec(name, kind, shape, levels, num_classes, split_sizes)
+    return spec, builder.as_data_source()

@@ -1,0 +1,1 @@
+"""Evaluation: sample grids and plots (metrics such as FID arrive with their own modules)."""

@@ -1,0 +1,1 @@
+"""Pure training objectives, one module per model family."""

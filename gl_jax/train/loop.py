@@ -1,0 +1,318 @@
+"""`train_and_evaluate(config, workdir)` and `sample(config, workdir)`: the whole job around the one step.
+
+The loop is family-agnostic: it builds the data pipeline, the family, the optimizer and the replicated
+state, compiles the shared train step over the device mesh, and then only feeds batches, logs, writes
+pictures and saves checkpoints. A restart resumes from the latest checkpoint (state and data position)
+and reproduces the uninterrupted run bit for bit; SIGTERM saves a checkpoint and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from gl_jax.data.pipeline import load_arrays, make_dataset, make_iterator
+from gl_jax.data.sources import open_dataset
+from gl_jax.eval import plots
+from gl_jax.families.base import Family, build_family
+from gl_jax.train import parallel
+from gl_jax.train.checkpoint import Checkpointer, CheckpointError
+from gl_jax.train.optim import make_optimizer
+from gl_jax.train.state import TrainState
+from gl_jax.train.step import make_train_step
+from gl_jax.train.writers import MetricsWriter, read_metrics
+
+__all__ = ["train_and_evaluate", "sample", "NonFiniteLossError", "WorkdirError"]
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or the gradients became NaN/Inf."""
+
+
+class WorkdirError(OSError):
+    """The workdir cannot be created or written."""
+
+
+def _prepare_workdir(workdir: str) -> str:
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    try:
+        os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+        probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise WorkdirError(
+            f"Workdir {workdir} is not writable ({e.strerror}); pass a --workdir you can write to."
+        ) from None
+    return workdir
+
+
+def _check_schedule(config: ml_collections.ConfigDict) -> None:
+    t = config.train
+    k = t.steps_per_call
+    for name in ("num_steps", "log_every", "checkpoint_every", "eval_every"):
+        value = t[name]
+        if value < 0 or value % k:
+            raise ValueError(
+                f"config.train.{name}={value} must be a non-negative multiple of "
+                f"config.train.steps_per_call={k} (steps run in fused groups of k)."
+            )
+    if t.on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"config.train.on_nonfinite must be 'stop' or 'skip', got {t.on_nonfinite!r}.")
+    n_dev = jax.device_count()
+    if config.data.batch_size % n_dev:
+        raise ValueError(
+            f"config.data.batch_size={config.data.batch_size} must be divisible by the {n_dev} devices."
+        )
+
+
+class _Run:
+    """The pieces a train or sample job shares: data spec, family, mesh, initial state."""
+
+    def __init__(self, config: ml_collections.ConfigDict, *, load_train: bool):
+        self.config = config
+        self.spec, sources = open_dataset(config.data.name, data_dir=config.data.data_dir or None)
+        self.arrays = None
+        if load_train:
+            self.arrays = load_arrays(
+                sources["train"], self.spec, shard_index=jax.process_index(), shard_count=jax.process_count()
+            )
+        self.eval_source = sources.get(config.data.eval_split)
+        self.family: Family = build_family(config, self.spec)
+        self.tx = make_optimizer(**config.optim, total_steps=config.train.num_steps)
+        self.mesh = parallel.make_mesh()
+        key = jax.random.key(config.seed)
+        self.init_key, self.step_key, self.sample_key = jax.random.split(key, 3)
+
+    def init_state(self) -> TrainState:
+        family, tx = self.family, self.tx
+        return parallel.init_replicated(
+            lambda k: TrainState.create(params=family.init(k), tx=tx), self.init_key, self.mesh
+        )
+
+    def reference_points(self) -> np.ndarray | None:
+        if self.spec.kind == "vector" and self.arrays is not None:
+            return self.arrays["x"][:2000]
+        return None
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+    """Yields a dict whose "stop" entry turns True on SIGTERM (a pre-empted job saves, then exits 0)."""
+    flag = {"stop": False}
+
+    def handler(signum, frame):
+        del signum, frame
+        flag["stop"] = True
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # Not the main thread: no signal handling.
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sample_picture(run: _Run, params, key, path: str) -> np.ndarray:
+    num = run.config.sample.num_samples
+    samples = jax.jit(run.family.sample, static_argnums=(2,))(params, key, num)
+    samples = np.asarray(jax.device_get(samples))
+    plots.save_samples(path, samples, reference=run.reference_points())
+    return samples
+
+
+def _eval_loss(run: _Run, params, key) -> float | None:
+    """Mean loss of the EMA parameters on up to 4 fixed batches of the eval split."""
+    if run.eval_source is None or jax.process_count() > 1:
+        return None
+    arrays = load_arrays(run.eval_source, run.spec)
+    size = min(len(arrays["x"]), run.config.data.batch_size)
+    batches = make_dataset(arrays, run.spec, batch_size=size, seed=0, shuffle=False, repeat=False)
+    loss_fn = jax.jit(run.family.loss)
+    losses = []
+    for i in range(min(4, len(batches))):
+        keys = jax.random.split(jax.random.fold_in(key, i), size)
+        losses.append(float(loss_fn(params, batches[i], keys)[0]))
+    return float(np.mean(losses))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+    Writes `checkpoints/`, `metrics.jsonl`, `tensorboard/`, `samples/step_*.png` and `loss_curve.png`.
+
+    Args:
+      config: an experiment config (see `experiments/`).
+      workdir: output folder; rerunning with the same folder resumes.
+
+    Returns:
+      The final train state.
+
+    Raises:
+      NonFiniteLossError: the loss or gradients became NaN/Inf and `config.train.on_nonfinite == "stop"`.
+    """
+    workdir = _prepare_workdir(workdir)
+    _check_schedule(config)
+    t = config.train
+    k = t.steps_per_call
+    is_main = jax.process_index() == 0
+    run = _Run(config, load_train=True)
+    local_batch = config.data.batch_size // jax.process_count()
+    dataset = make_dataset(
+        run.arrays,
+        run.spec,
+        batch_size=local_batch,
+        seed=config.seed,
+        flip=config.data.flip,
+        dequantize=config.data.dequantize,
+    )
+    if k > 1:
+        dataset = dataset.batch(k)  # [k, B, ...] per call.
+    iterator = make_iterator(dataset)
+
+    state = run.init_state()
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t.max_to_keep)
+    restored = checkpointer.restore_latest(state)
+    if restored is not None:
+        state, data_state = restored
+        iterator.set_state(data_state)
+        log.info("Resumed from step %d in %s.", int(state.step), checkpointer.directory)
+
+    step_fn = parallel.compile_train_step(
+        make_train_step(run.family.loss, ema_decay=t.ema_decay), run.mesh, steps_per_call=k
+    )
+    writer = MetricsWriter(workdir, enabled=is_main)
+    step = int(state.step)
+    progress = tqdm.tqdm(
+        total=t.num_steps, initial=step, unit="step", disable=not is_main, dynamic_ncols=True, mininterval=1.0
+    )
+    pending: list[dict] = []
+    skipped = 0
+    start, start_step = time.perf_counter(), step
+
+    def flush() -> None:
+        """Fetches pending metrics, checks them, logs their means."""
+        nonlocal skipped, start, start_step
+        if not pending:
+            return
+        records = jax.device_get(pending)
+        pending.clear()
+        merged = {key: np.concatenate([np.ravel(r[key]) for r in records]) for key in records[0]}
+        bad = np.flatnonzero(merged["finite"] == 0)
+        if bad.size and t.on_nonfinite == "stop":
+            first = int(merged["step"][bad[0]]) + 1
+            last_good = checkpointer.all_steps()
+            raise NonFiniteLossError(
+                f"Loss or gradients became NaN/Inf at step {first}; stopped. The last good checkpoint is "
+                f"step {last_good[-1] if last_good else 'none'} in {checkpointer.directory}. Lower "
+                "config.optim.lr, tighten config.optim.grad_clip, or set config.train.on_nonfinite='skip'."
+            )
+        if bad.size:
+            skipped += int(bad.size)
+            log.warning("Skipped %d non-finite updates (steps %s).", bad.size, merged["step"][bad] + 1)
+        good = merged["finite"] == 1
+        scalars = {
+            key: float(np.mean(v[good])) if good.any() else float("nan")
+            for key, v in merged.items()
+            if key not in ("step", "finite")
+        }
+        elapsed = time.perf_counter() - start
+        scalars["steps_per_sec"] = (step - start_step) / max(elapsed, 1e-9)
+        scalars["skipped_updates"] = skipped
+        start, start_step = time.perf_counter(), step
+        writer.write_scalars(step, scalars)
+        progress.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+
+    def save() -> None:
+        flush()  # Never save a state whose metrics have not been checked.
+        checkpointer.save(state, iterator.get_state())
+
+    try:
+        with _sigterm_flag() as sigterm:
+            while step < t.num_steps:
+                batch = parallel.shard_batch(next(iterator), run.mesh, steps_per_call=k)
+                state, metrics = step_fn(state, batch, run.step_key)
+                step += k
+                pending.append(metrics)
+                progress.update(k)
+                if step % t.log_every == 0:
+                    flush()
+                if t.eval_every and step % t.eval_every == 0 and step < t.num_steps:
+                    flush()
+                    _evaluate(run, state, step, workdir, writer)
+                if sigterm["stop"]:
+                    save()
+                    checkpointer.wait()
+                    log.warning("SIGTERM: saved the checkpoint of step %d and stopped.", step)
+                    return state
+                if step % t.checkpoint_every == 0 and step < t.num_steps:
+                    save()
+            save()
+            checkpointer.wait()
+            _evaluate(run, state, step, workdir, writer)
+    finally:
+        progress.close()
+        writer.close()
+        checkpointer.close()
+    if is_main:
+        records = [r for r in read_metrics(workdir) if "loss" in r and "eval_loss" not in r]
+        if records:
+            plots.save_loss_curve(
+                os.path.join(workdir, "loss_curve.png"),
+                np.array([r["step"] for r in records]),
+                np.array([r["loss"] for r in records]),
+            )
+    return state
+
+
+def _evaluate(run: _Run, state: TrainState, step: int, workdir: str, writer: MetricsWriter) -> None:
+    """Eval loss of the EMA parameters and a sample picture."""
+    params = state.ema_params if run.config.sample.use_ema else state.params
+    key = jax.random.fold_in(run.sample_key, step)
+    eval_loss = _eval_loss(run, params, key)
+    if eval_loss is not None:
+        writer.write_scalars(step, {"eval_loss": eval_loss})
+    if jax.process_index() == 0:
+        _sample_picture(run, params, key, os.path.join(workdir, "samples", f"step_{step:07d}.png"))
+
+
+def sample(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray:
+    """Draws `config.sample.num_samples` samples from the latest checkpoint in `workdir`.
+
+    Writes `samples/samples.png` and `samples/samples.npz`.
+
+    Returns:
+      The samples, `[N, ...]`.
+    """
+    workdir = _prepare_workdir(workdir)
+    run = _Run(config, load_train=False)
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.max_to_keep)
+    try:
+        restored = checkpointer.restore_latest(run.init_state())
+    finally:
+        checkpointer.close()
+    if restored is None:
+        raise CheckpointError(
+            f"No checkpoint in {workdir}/checkpoints to sample from; train first with --mode train."
+        )
+    state, _ = restored
+    params = state.ema_params if config.sample.use_ema else state.params
+    key = jax.random.fold_in(run.sample_key, int(state.step) + 1)
+    samples = _sample_picture(run, params, key, os.path.join(workdir, "samples", "samples.png"))
+    if jax.process_index() == 0:
+        np.savez(os.path.join(workdir, "samples", "samples.npz"), samples=samples, step=int(state.step))
+    return samples

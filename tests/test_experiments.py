@@ -1,0 +1,48 @@
+"""Every experiment config's smoke variant trains, checkpoints, logs, draws pictures, and samples."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from gl_jax.train.loop import sample, train_and_evaluate
+from tests.conftest import load_config
+
+needs_fashion = pytest.mark.skipif(
+    not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+    reason="needs Debian's dataset-fashion-mnist, which .ci/run installs",
+)
+
+
+@pytest.mark.parametrize(
+    "name", ["toy_vp", "digits_vp", pytest.param("fashion_mnist_vp", marks=needs_fashion)]
+)
+def test_smoke_variant_trains_and_samples(name, tmp_path, data_dir):
+    config = load_config(name, "smoke")
+    config.data.data_dir = data_dir
+    state = train_and_evaluate(config, str(tmp_path))
+    assert int(state.step) == config.train.num_steps
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses and all(np.isfinite(losses))
+    assert any("eval_loss" in r for r in records)
+    assert (tmp_path / "loss_curve.png").stat().st_size > 1000
+    assert (tmp_path / "samples" / f"step_{config.train.num_steps:07d}.png").exists()
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tensorboard").iterdir())
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())[-1] == (
+        config.train.num_steps
+    )
+
+    samples = sample(config, str(tmp_path))
+    assert samples.shape[0] == config.sample.num_samples and np.all(np.isfinite(samples))
+    assert (tmp_path / "samples" / "samples.png").exists() and (tmp_path / "samples" / "samples.npz").exists()
+
+
+def test_all_configs_load():
+    for name in ("toy_vp", "digits_vp", "fashion_mnist_vp"):
+        for variant in ("", "smoke"):
+            config = load_config(name, variant)
+            assert config.train.num_steps % config.train.steps_per_call == 0
+    with pytest.raises(ValueError, match="Unknown variant"):
+        load_config("digits_vp", "huge")

@@ -1,0 +1,56 @@
+"""Runs 3 train steps three ways (1 device, 4-device mesh, pmap) and prints the losses as JSON.
+
+Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4.
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gl_jax.families.diffusion import ScoreDiffusion
+from gl_jax.models import SmallUNet
+from gl_jax.sde import VPSDE
+from gl_jax.train import TrainState, make_optimizer, make_train_step, parallel
+
+
+def main():
+    assert jax.device_count() == 4, jax.devices()
+    family = ScoreDiffusion(
+        model=SmallUNet(channels=8, channel_mults=(1, 2), num_res_blocks=1), sde=VPSDE(), data_shape=(8, 8, 1)
+    )
+    tx = make_optimizer(lr=1e-3, warmup_steps=2, grad_clip=1.0)
+    rng = np.random.default_rng(0)
+    batches = [{"x": rng.uniform(-1, 1, (16, 8, 8, 1)).astype(np.float32)} for _ in range(3)]
+    init_key, step_key = jax.random.key(0), jax.random.key(1)
+    out = {}
+
+    for name, devices in (("jit_1", jax.devices()[:1]), ("jit_4", jax.devices())):
+        mesh = parallel.make_mesh(devices)
+        state = parallel.init_replicated(
+            lambda k: TrainState.create(params=family.init(k), tx=tx), init_key, mesh
+        )
+        step = parallel.compile_train_step(make_train_step(family.loss, ema_decay=0.9), mesh)
+        losses = []
+        for b in batches:
+            state, metrics = step(state, parallel.shard_batch(b, mesh), step_key)
+            losses.append(float(metrics["loss"]))
+        out[name] = losses
+        out[name + "_param_sum"] = float(sum(jnp.sum(x) for x in jax.tree.leaves(state.ema_params)))
+
+    state = TrainState.create(params=family.init(init_key), tx=tx)
+    state = parallel.replicate_for_pmap(state)
+    step = parallel.pmap_train_step(make_train_step(family.loss, ema_decay=0.9, axis_name=parallel.DATA_AXIS))
+    losses = []
+    for b in batches:
+        split = jax.tree.map(lambda x: x.reshape(4, -1, *x.shape[1:]), b)
+        state, metrics = step(state, split, step_key)
+        losses.append(float(metrics["loss"][0]))
+    out["pmap"] = losses
+    out["pmap_param_sum"] = float(sum(jnp.sum(x[0]) for x in jax.tree.leaves(state.ema_params)))
+    print("RESULT" + json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
