@@ -17,6 +17,7 @@ Time `t` is a `[B]` array throughout; per-example coefficients come back shaped 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 
 import jax
@@ -33,7 +34,8 @@ def broadcast_to_data(v: jax.Array, x: jax.Array) -> jax.Array:
 class GaussianDiffusion(abc.ABC):
     """A diffusion x_t = alpha(t) x_0 + sigma(t) eps on t in [t_min, T], with a standard-normal-like prior.
 
-    Subclasses define `alpha(t)` and `sigma(t)`; everything else follows. Attributes:
+    Subclasses define `alpha(t)` and `sigma(t)`; everything else follows. Concrete processes are frozen
+    dataclasses, so equal settings compare equal and can be static arguments of `jax.jit`. Attributes:
       T: final time, where x_T is (close to) the prior.
       t_min: smallest time used for training and where samplers stop (avoids the singular score at t=0).
     """
@@ -108,6 +110,7 @@ class GaussianDiffusion(abc.ABC):
         return -0.5 * d * jnp.log(2.0 * jnp.pi * sigma_t**2) - 0.5 * sq / sigma_t**2
 
 
+@dataclasses.dataclass(frozen=True)
 class VPSDE(GaussianDiffusion):
     """Variance-preserving SDE dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw (Song et al. 2021, eq. 11).
 
@@ -117,15 +120,15 @@ class VPSDE(GaussianDiffusion):
       log alpha(t) = -1/4 t^2 (beta_max - beta_min) - 1/2 t beta_min,   sigma(t) = sqrt(1 - alpha(t)^2).
     """
 
-    def __init__(self, *, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3):
-        if not 0.0 < beta_min < beta_max:
-            raise ValueError(f"VPSDE needs 0 < beta_min < beta_max, got {beta_min=}, {beta_max=}.")
-        self.beta_min = beta_min
-        self.beta_max = beta_max
-        self.t_min = t_min
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    t_min: float = 1e-3
 
-    def __repr__(self) -> str:
-        return f"VPSDE(beta_min={self.beta_min}, beta_max={self.beta_max}, t_min={self.t_min})"
+    def __post_init__(self):
+        if not 0.0 < self.beta_min < self.beta_max:
+            raise ValueError(
+                f"VPSDE needs 0 < beta_min < beta_max, got {self.beta_min=}, {self.beta_max=}."
+            )
 
     def beta(self, t: jax.Array) -> jax.Array:
         return self.beta_min + t * (self.beta_max - self.beta_min)

@@ -68,8 +68,15 @@ def save_samples(
         save_scatter(path, samples, reference=reference)
 
 
-def save_loss_curve(path: str | os.PathLike, steps: np.ndarray, losses: np.ndarray) -> None:
-    """Loss against step, with a moving average over about 1/50 of the run."""
+def save_loss_curve(
+    path: str | os.PathLike,
+    steps: np.ndarray,
+    losses: np.ndarray,
+    *,
+    eval_steps: np.ndarray | None = None,
+    eval_losses: np.ndarray | None = None,
+) -> None:
+    """Training loss against step (with a moving average over ~1/50 of the run), and eval loss points."""
     plt = _pyplot()
     steps, losses = np.asarray(steps), np.asarray(losses)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -78,6 +85,8 @@ def save_loss_curve(path: str | os.PathLike, steps: np.ndarray, losses: np.ndarr
     if window > 1:
         smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
         ax.plot(steps[window - 1 :], smooth, lw=1.5, label=f"moving average ({window})")
+    if eval_steps is not None and len(eval_steps):
+        ax.plot(eval_steps, eval_losses, "o-", ms=4, label="eval loss (EMA)")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log" if np.all(losses > 0) else "linear")

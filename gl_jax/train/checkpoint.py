@@ -34,6 +34,13 @@ def _abstract(tree: Any) -> Any:
     )
 
 
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    return {
+        "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
+
 class Checkpointer:
     """Periodic saves with `max_to_keep`, resume from the latest readable checkpoint.
 
@@ -84,6 +91,7 @@ class Checkpointer:
         steps = self.all_steps()
         abstract = _abstract(serialization.to_state_dict(target))
         for step in reversed(steps):
+            self._check_compatible(step, abstract)
             try:
                 restored = self._manager.restore(
                     step,
@@ -108,6 +116,27 @@ class Checkpointer:
                 "to start afresh, or point --workdir elsewhere."
             )
         return None
+
+    def _check_compatible(self, step: int, abstract: Any) -> None:
+        """Raises when the checkpoint holds arrays of other names or shapes than the config builds."""
+        try:
+            metadata = ocp.StandardCheckpointer().metadata(os.path.join(self.directory, str(step), "state"))
+            saved = _shapes(getattr(metadata, "item_metadata", metadata))
+        except Exception:  # noqa: BLE001 - unreadable metadata: restore fails below and falls back.
+            return
+        wanted = _shapes(abstract)
+        if not saved or saved == wanted:
+            return
+        diff = sorted(set(saved) ^ set(wanted))
+        if diff:
+            detail = f"'{diff[0]}' is in one and not the other"
+        else:
+            name = next(k for k in sorted(wanted) if saved[k] != wanted[k])
+            detail = f"'{name}' has shape {saved[name]} there and {wanted[name]} in this config"
+        raise CheckpointError(
+            f"The checkpoint of step {step} in {self.directory} was written by a different model or data "
+            f"config ({detail}). Use a new --workdir, or the config that wrote it."
+        )
 
     def close(self) -> None:
         self._manager.wait_until_finished()

@@ -89,7 +89,11 @@ class _Run:
                 sources["train"], self.spec, shard_index=jax.process_index(), shard_count=jax.process_count()
             )
         self.eval_source = sources.get(config.data.eval_split)
+        self._eval_batches = None
         self.family: Family = build_family(config, self.spec)
+        # Compiled once per run, reused at every evaluation.
+        self.sample_fn = jax.jit(self.family.sample, static_argnums=(2,))
+        self.loss_fn = jax.jit(self.family.loss)
         self.tx = make_optimizer(**config.optim, total_steps=config.train.num_steps)
         self.mesh = parallel.make_mesh()
         key = jax.random.key(config.seed)
@@ -100,6 +104,15 @@ class _Run:
         return parallel.init_replicated(
             lambda k: TrainState.create(params=family.init(k), tx=tx), self.init_key, self.mesh
         )
+
+    def eval_batches(self):
+        """Up to 4 fixed batches of the eval split (read once)."""
+        if self._eval_batches is None:
+            arrays = load_arrays(self.eval_source, self.spec)
+            size = min(len(arrays["x"]), self.config.data.batch_size)
+            ds = make_dataset(arrays, self.spec, batch_size=size, seed=0, shuffle=False, repeat=False)
+            self._eval_batches = [ds[i] for i in range(min(4, len(ds)))]
+        return self._eval_batches
 
     def reference_points(self) -> np.ndarray | None:
         if self.spec.kind == "vector" and self.arrays is not None:
@@ -128,9 +141,7 @@ def _sigterm_flag():
 
 
 def _sample_picture(run: _Run, params, key, path: str) -> np.ndarray:
-    num = run.config.sample.num_samples
-    samples = jax.jit(run.family.sample, static_argnums=(2,))(params, key, num)
-    samples = np.asarray(jax.device_get(samples))
+    samples = np.asarray(jax.device_get(run.sample_fn(params, key, run.config.sample.num_samples)))
     plots.save_samples(path, samples, reference=run.reference_points())
     return samples
 
@@ -139,14 +150,10 @@ def _eval_loss(run: _Run, params, key) -> float | None:
     """Mean loss of the EMA parameters on up to 4 fixed batches of the eval split."""
     if run.eval_source is None or jax.process_count() > 1:
         return None
-    arrays = load_arrays(run.eval_source, run.spec)
-    size = min(len(arrays["x"]), run.config.data.batch_size)
-    batches = make_dataset(arrays, run.spec, batch_size=size, seed=0, shuffle=False, repeat=False)
-    loss_fn = jax.jit(run.family.loss)
     losses = []
-    for i in range(min(4, len(batches))):
-        keys = jax.random.split(jax.random.fold_in(key, i), size)
-        losses.append(float(loss_fn(params, batches[i], keys)[0]))
+    for i, batch in enumerate(run.eval_batches()):
+        keys = jax.random.split(jax.random.fold_in(key, i), len(batch["x"]))
+        losses.append(float(run.loss_fn(params, batch, keys)[0]))
     return float(np.mean(losses))
 
 
@@ -269,12 +276,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         writer.close()
         checkpointer.close()
     if is_main:
-        records = [r for r in read_metrics(workdir) if "loss" in r and "eval_loss" not in r]
-        if records:
+        records = read_metrics(workdir)
+        train = [r for r in records if "loss" in r]
+        evals = [r for r in records if "eval_loss" in r]
+        if train:
             plots.save_loss_curve(
                 os.path.join(workdir, "loss_curve.png"),
-                np.array([r["step"] for r in records]),
-                np.array([r["loss"] for r in records]),
+                np.array([r["step"] for r in train]),
+                np.array([r["loss"] for r in train]),
+                eval_steps=np.array([r["step"] for r in evals]),
+                eval_losses=np.array([r["eval_loss"] for r in evals]),
             )
     return state
 

@@ -163,3 +163,15 @@ def test_unwritable_workdir_is_one_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(WorkdirError, match="not writable.*--workdir"):
         train_and_evaluate(load_config("toy_vp", "smoke"), str(blocker / "run"))
+
+
+def test_workdir_of_another_config_is_refused(tmp_path, data_dir):
+    from gl_jax.train.loop import train_and_evaluate
+
+    config = load_config("toy_vp", "smoke")
+    config.data.data_dir = data_dir
+    config.train.num_steps = 10
+    train_and_evaluate(config, str(tmp_path))
+    config.model.features = (16, 16)
+    with pytest.raises(CheckpointError, match=r"different model or data config.*has shape.*new --workdir"):
+        train_and_evaluate(config, str(tmp_path))
