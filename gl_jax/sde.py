@@ -19,11 +19,25 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["GaussianDiffusion", "VPSDE", "broadcast_to_data"]
+__all__ = [
+    "GaussianDiffusion",
+    "VPSDE",
+    "SubVPSDE",
+    "VESDE",
+    "EDMSDE",
+    "RectifiedFlow",
+    "DiscreteDDPM",
+    "LearnedSchedule",
+    "MonotoneGamma",
+    "broadcast_to_data",
+]
 
 
 def broadcast_to_data(v: jax.Array, x: jax.Array) -> jax.Array:
@@ -98,13 +112,17 @@ class GaussianDiffusion(abc.ABC):
         lo, hi = jax.lax.fori_loop(0, 60, body, (lo, hi))
         return 0.5 * (lo + hi)
 
+    def prior_std(self) -> jax.Array:
+        """Standard deviation of the prior N(0, prior_std^2 I): sigma(T), alpha(T) x_0 taken as negligible."""
+        return self.sigma(jnp.asarray(self.T, jnp.float32))
+
     def prior_sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        """A sample of the prior N(0, sigma(T)^2 I) (alpha(T) x_0 is taken as negligible)."""
-        return self.sigma(jnp.asarray(self.T)) * jax.random.normal(key, shape)
+        """A sample of the prior N(0, prior_std^2 I), shaped `shape`."""
+        return self.prior_std() * jax.random.normal(key, shape)
 
     def prior_logp(self, z: jax.Array) -> jax.Array:
         """Log-density of the prior at `z` `[B, ...]`, summed over data dimensions: `[B]`."""
-        sigma_t = self.sigma(jnp.asarray(self.T))
+        sigma_t = self.prior_std()
         d = math.prod(z.shape[1:])
         sq = jnp.sum(jnp.reshape(z, (z.shape[0], -1)) ** 2, axis=-1)
         return -0.5 * d * jnp.log(2.0 * jnp.pi * sigma_t**2) - 0.5 * sq / sigma_t**2
@@ -126,9 +144,7 @@ class VPSDE(GaussianDiffusion):
 
     def __post_init__(self):
         if not 0.0 < self.beta_min < self.beta_max:
-            raise ValueError(
-                f"VPSDE needs 0 < beta_min < beta_max, got {self.beta_min=}, {self.beta_max=}."
-            )
+            raise ValueError(f"VPSDE needs 0 < beta_min < beta_max, got {self.beta_min=}, {self.beta_max=}.")
 
     def beta(self, t: jax.Array) -> jax.Array:
         return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -159,10 +175,267 @@ class VPSDE(GaussianDiffusion):
         c = jax.nn.log_sigmoid(log_snr)
         return (-self.beta_min + jnp.sqrt(self.beta_min**2 - 2.0 * delta * c)) / delta
 
-    def prior_sample(self, key, shape):
-        return jax.random.normal(key, shape)
+    def prior_std(self):
+        return jnp.asarray(1.0)  # The stationary distribution, as in score_sde.
 
-    def prior_logp(self, z):
-        d = math.prod(z.shape[1:])
-        sq = jnp.sum(jnp.reshape(z, (z.shape[0], -1)) ** 2, axis=-1)
-        return -0.5 * d * jnp.log(2.0 * jnp.pi) - 0.5 * sq
+
+@dataclasses.dataclass(frozen=True)
+class SubVPSDE(VPSDE):
+    """Sub-VP SDE dx = -1/2 beta x dt + sqrt(beta (1 - exp(-2 int_0^t beta))) dw (Song et al. 2021, eq. 12).
+
+    Same mean as the VP SDE, variance bounded by it: sigma(t) = 1 - alpha(t)^2.
+    """
+
+    def sigma(self, t):
+        return -jnp.expm1(2.0 * self._log_alpha(t))
+
+    def g2(self, t):
+        return self.beta(t) * -jnp.expm1(4.0 * self._log_alpha(t))
+
+    def log_snr(self, t):
+        two_log_alpha = 2.0 * self._log_alpha(t)
+        return two_log_alpha - 2.0 * jnp.log(-jnp.expm1(two_log_alpha))
+
+    def t_from_log_snr(self, log_snr):
+        # SNR = a / (1 - a)^2 = e^lambda with a = alpha^2; the root in (0, 1) is a = 4e / (1 + r)^2 with
+        # r = sqrt(1 + 4e), so the VP log-SNR log(a / (1 - a)) = log 2 + lambda - log(1 + r).
+        r = jnp.sqrt(1.0 + 4.0 * jnp.exp(log_snr))
+        return VPSDE.t_from_log_snr(self, math.log(2.0) + log_snr - jnp.log1p(r))
+
+
+@dataclasses.dataclass(frozen=True)
+class VESDE(GaussianDiffusion):
+    """Variance-exploding SDE dx = sqrt(d sigma^2/dt) dw with sigma(t) = sigma_min (sigma_max / sigma_min)^t.
+
+    Song et al. 2021, eq. 9 (NCSN's geometric noise levels in continuous time); alpha = 1, f = 0,
+    g^2 = 2 sigma(t)^2 log(sigma_max / sigma_min). The prior is N(0, sigma_max^2 I).
+    """
+
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    t_min: float = 1e-5
+
+    def __post_init__(self):
+        if not 0.0 < self.sigma_min < self.sigma_max:
+            raise ValueError(
+                f"VESDE needs 0 < sigma_min < sigma_max, got {self.sigma_min=}, {self.sigma_max=}."
+            )
+
+    def alpha(self, t):
+        return jnp.ones_like(t)
+
+    def sigma(self, t):
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+
+    def f(self, t):
+        return jnp.zeros_like(t)
+
+    def g2(self, t):
+        return 2.0 * self.sigma(t) ** 2 * math.log(self.sigma_max / self.sigma_min)
+
+    def log_snr(self, t):
+        return -2.0 * jnp.log(self.sigma(t))
+
+    def t_from_log_snr(self, log_snr):
+        return (-0.5 * log_snr - math.log(self.sigma_min)) / math.log(self.sigma_max / self.sigma_min)
+
+
+@dataclasses.dataclass(frozen=True)
+class EDMSDE(GaussianDiffusion):
+    """EDM's process x_t = x_0 + t eps, t = sigma in [sigma_min, sigma_max] (Karras et al. 2022, eq. 4 with
+    s(t) = 1, sigma(t) = t): f = 0, g^2 = 2t. The prior is N(0, sigma_max^2 I).
+    """
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+
+    @property
+    def T(self) -> float:
+        return self.sigma_max
+
+    @property
+    def t_min(self) -> float:
+        return self.sigma_min
+
+    def alpha(self, t):
+        return jnp.ones_like(t)
+
+    def sigma(self, t):
+        return t
+
+    def f(self, t):
+        return jnp.zeros_like(t)
+
+    def g2(self, t):
+        return 2.0 * t
+
+    def log_snr(self, t):
+        return -2.0 * jnp.log(t)
+
+    def t_from_log_snr(self, log_snr):
+        return jnp.exp(-0.5 * log_snr)
+
+
+@dataclasses.dataclass(frozen=True)
+class RectifiedFlow(GaussianDiffusion):
+    """The linear interpolant x_t = (1 - t) x_0 + t eps (Liu et al. 2023; Lipman et al. 2023).
+
+    f(t) = -1 / (1 - t), g^2 = 2t / (1 - t). Both blow up at t = 1, so the process stops at T < 1
+    (default 0.999, where x_T is N(0.001 x_0, 0.999^2 I)); the prior is N(0, I).
+    """
+
+    T: float = 0.999
+    t_min: float = 1e-3
+
+    def alpha(self, t):
+        return 1.0 - t
+
+    def sigma(self, t):
+        return t
+
+    def f(self, t):
+        return -1.0 / (1.0 - t)
+
+    def g2(self, t):
+        return 2.0 * t / (1.0 - t)
+
+    def log_snr(self, t):
+        return 2.0 * (jnp.log1p(-t) - jnp.log(t))
+
+    def t_from_log_snr(self, log_snr):
+        return jax.nn.sigmoid(-0.5 * log_snr)
+
+    def prior_std(self):
+        return jnp.asarray(1.0)
+
+
+def _ddpm_betas(
+    schedule: str, num_steps: int, beta_start: float, beta_end: float, cosine_s: float
+) -> np.ndarray:
+    if schedule == "linear":  # Ho et al. 2020, sec. 4.
+        return np.linspace(beta_start, beta_end, num_steps, dtype=np.float64)
+    if schedule == "cosine":  # Nichol & Dhariwal 2021, eq. 17, betas clipped at 0.999.
+        n = np.arange(num_steps + 1, dtype=np.float64) / num_steps
+        abar = np.cos((n + cosine_s) / (1 + cosine_s) * np.pi / 2) ** 2
+        return np.clip(1.0 - abar[1:] / abar[:-1], 0.0, 0.999)
+    raise ValueError(f"Unknown DDPM schedule {schedule!r}; choose 'linear' or 'cosine'.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscreteDDPM(GaussianDiffusion):
+    """A discrete DDPM beta schedule on t_n = n / N, n = 0..N, as a diffusion in continuous t.
+
+    alpha(t_n)^2 = prod_{i <= n} (1 - beta_i) exactly at the grid; between grid points log alpha is
+    interpolated linearly, so samplers and ODEs can use any t. `timesteps()` gives the grid for the
+    discrete-time loss (Ho et al. 2020) and ancestral sampling.
+
+    Attributes:
+      schedule: "linear" (beta from `beta_start` to `beta_end`, Ho et al. 2020) or "cosine"
+        (Nichol & Dhariwal 2021, offset `cosine_s`).
+      num_steps: N.
+    """
+
+    schedule: str = "linear"
+    num_steps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    cosine_s: float = 0.008
+
+    def __post_init__(self):
+        _ddpm_betas(self.schedule, 2, self.beta_start, self.beta_end, self.cosine_s)  # Validates the name.
+
+    @property
+    def t_min(self) -> float:
+        return 1.0 / self.num_steps
+
+    def betas(self) -> np.ndarray:
+        """`[N]` betas (float64)."""
+        return _ddpm_betas(self.schedule, self.num_steps, self.beta_start, self.beta_end, self.cosine_s)
+
+    def alphas_cumprod(self) -> np.ndarray:
+        """`[N]` alpha-bar_n = prod_{i <= n} (1 - beta_i), n = 1..N (float64)."""
+        return np.cumprod(1.0 - self.betas())
+
+    def timesteps(self) -> jax.Array:
+        """`[N]` times t_n = n / N, n = 1..N."""
+        return jnp.arange(1, self.num_steps + 1, dtype=jnp.float32) / self.num_steps
+
+    def _log_alpha(self, t):
+        grid = jnp.asarray(
+            np.concatenate([[0.0], 0.5 * np.log(self.alphas_cumprod())]), jnp.float32
+        )  # [N + 1]
+        pos = jnp.clip(t * self.num_steps, 0.0, self.num_steps)
+        lo = jnp.clip(jnp.floor(pos), 0, self.num_steps - 1).astype(jnp.int32)
+        w = pos - lo
+        return (1.0 - w) * grid[lo] + w * grid[lo + 1]
+
+    def alpha(self, t):
+        return jnp.exp(self._log_alpha(t))
+
+    def sigma(self, t):
+        return jnp.sqrt(-jnp.expm1(2.0 * self._log_alpha(t)))
+
+    def log_snr(self, t):
+        two_log_alpha = 2.0 * self._log_alpha(t)
+        return two_log_alpha - jnp.log(-jnp.expm1(two_log_alpha))
+
+    def prior_std(self):
+        return jnp.asarray(1.0)
+
+
+class MonotoneGamma(nn.Module):
+    """VDM's learned noise schedule gamma(t) = -log SNR(t), monotone increasing in t (Kingma et al. 2021,
+    appendix H): a positive-weight linear term plus a positive-weight sigmoid MLP, rescaled so that
+    gamma(0) = gamma_min and gamma(1) = gamma_max exactly.
+
+    Attributes:
+      gamma_min, gamma_max: end points (VDM's CIFAR-10: -13.3 and 5.0).
+      hidden: width of the sigmoid layer (VDM: 1024).
+    """
+
+    gamma_min: float = -13.3
+    gamma_max: float = 5.0
+    hidden: int = 1024
+
+    @nn.compact
+    def __call__(self, t: jax.Array) -> jax.Array:
+        """gamma(t) `[B]` for times t `[B]` in [0, 1]."""
+        init = nn.initializers.normal(1.0)
+        w1, b1 = self.param("l1_kernel", init, (1, 1)), self.param("l1_bias", nn.initializers.zeros, (1,))
+        w2, b2 = self.param("l2_kernel", init, (1, self.hidden)), self.param("l2_bias", init, (self.hidden,))
+        w3 = self.param("l3_kernel", init, (self.hidden, 1))
+
+        def raw(t):
+            # Absolute-value kernels make every path from t to the output increasing.
+            t = t[:, None]  # [B, 1]
+            h = t @ jnp.abs(w1) + b1
+            u = 2.0 * (jax.nn.sigmoid(2.0 * (t - 0.5) @ jnp.abs(w2) + b2) - 0.5)  # [B, hidden]
+            return (h + u @ jnp.abs(w3) / self.hidden)[:, 0]  # [B]
+
+        g0, g1 = raw(jnp.zeros((1,))), raw(jnp.ones((1,)))
+        return self.gamma_min + (self.gamma_max - self.gamma_min) * (raw(t) - g0) / (g1 - g0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnedSchedule(GaussianDiffusion):
+    """A variance-preserving diffusion with a learned gamma(t) = -log SNR(t) (Kingma et al. 2021, eq. 3):
+    alpha^2 = sigmoid(-gamma), sigma^2 = sigmoid(gamma).
+
+    Attributes:
+      gamma: `gamma(t) -> [B]`, increasing; e.g. `lambda t: MonotoneGamma().apply(params, t)`.
+    """
+
+    gamma: Callable[[jax.Array], jax.Array]
+    t_min: float = 0.0
+
+    def alpha(self, t):
+        return jnp.sqrt(jax.nn.sigmoid(-self.gamma(t)))
+
+    def sigma(self, t):
+        return jnp.sqrt(jax.nn.sigmoid(self.gamma(t)))
+
+    def log_snr(self, t):
+        return -self.gamma(t)
+
+    def prior_std(self):
+        return jnp.asarray(1.0)

@@ -1,8 +1,8 @@
 """Toy distributions in N dimensions, with exact samplers and, where one exists, the exact log-density.
 
-The distributions are plain objects (`sample(rng, n)` in NumPy, `log_prob(x)` in JAX) so tests and users can
-check samplers and likelihoods against them; `Toy` is a TFDS builder that writes fixed samples of each as
-array_record so the training pipeline reads toy data exactly as it reads images.
+The distributions are plain objects (`sample_numpy(rng, n)`, and `log_prob(x)` in JAX where exact) so
+tests and users can check samplers and likelihoods against them; `Toy` is a TFDS builder that writes
+fixed samples of each as array_record so the training pipeline reads toy data exactly as it reads images.
 """
 
 from __future__ import annotations
@@ -15,39 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
-__all__ = ["GaussianMixture", "Checkerboard", "TwoMoons", "SwissRoll", "DISTRIBUTIONS", "Toy"]
+from gl_jax.analytic import GaussianMixture, random_mixture
 
-
-@dataclasses.dataclass(frozen=True)
-class GaussianMixture:
-    """sum_k w_k N(mu_k, s_k^2 I) in D dimensions.
-
-    Attributes:
-      weights: `[K]` mixture weights (sum to 1).
-      means: `[K, D]` component means.
-      stds: `[K]` isotropic component standard deviations.
-    """
-
-    weights: np.ndarray
-    means: np.ndarray
-    stds: np.ndarray
-
-    @property
-    def dim(self) -> int:
-        return self.means.shape[1]
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        k = rng.choice(len(self.weights), size=n, p=self.weights)
-        eps = rng.standard_normal((n, self.dim))
-        return (self.means[k] + self.stds[k, None] * eps).astype(np.float32)
-
-    def log_prob(self, x: jax.Array) -> jax.Array:
-        """Exact log-density `[B]` at `x` `[B, D]`."""
-        d = self.dim
-        diff = x[:, None, :] - jnp.asarray(self.means)[None]  # [B, K, D]
-        var = jnp.asarray(self.stds) ** 2  # [K]
-        comp = -0.5 * jnp.sum(diff**2, -1) / var - 0.5 * d * jnp.log(2 * jnp.pi * var)  # [B, K]
-        return jax.nn.logsumexp(comp + jnp.log(jnp.asarray(self.weights)), axis=-1)
+__all__ = ["Checkerboard", "TwoMoons", "SwissRoll", "DISTRIBUTIONS", "Toy", "ring_mixture"]
 
 
 def ring_mixture(num_modes: int = 8, radius: float = 2.0, std: float = 0.15) -> GaussianMixture:
@@ -57,22 +27,13 @@ def ring_mixture(num_modes: int = 8, radius: float = 2.0, std: float = 0.15) -> 
     return GaussianMixture(np.full(num_modes, 1.0 / num_modes), means, np.full(num_modes, std))
 
 
-def random_mixture(dim: int, num_modes: int = 8, *, seed: int = 0) -> GaussianMixture:
-    """Modes with means ~ N(0, I) (fixed by `seed`), stds in [0.2, 0.5] and Dirichlet(5) weights."""
-    rng = np.random.default_rng(seed)
-    means = rng.standard_normal((num_modes, dim))
-    stds = rng.uniform(0.2, 0.5, num_modes)
-    weights = rng.dirichlet(np.full(num_modes, 5.0))
-    return GaussianMixture(weights, means, stds)
-
-
 @dataclasses.dataclass(frozen=True)
 class Checkerboard:
     """Uniform on the 8 dark unit squares of a 4x4 board on [-2, 2]^2 (Grathwohl et al. 2019, FFJORD)."""
 
     dim: int = 2
 
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+    def sample_numpy(self, rng: np.random.Generator, n: int) -> np.ndarray:
         x1 = rng.uniform(-2, 2, n)
         x2 = rng.uniform(0, 1, n) - 2 * rng.integers(0, 2, n) + (np.floor(x1) % 2)
         return np.stack([x1, x2], axis=1).astype(np.float32)
@@ -91,7 +52,7 @@ class TwoMoons:
     noise: float = 0.1
     dim: int = 2
 
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+    def sample_numpy(self, rng: np.random.Generator, n: int) -> np.ndarray:
         upper = rng.random(n) < 0.5
         angle = rng.uniform(0, np.pi, n)
         x = np.where(upper, np.cos(angle), 1 - np.cos(angle))
@@ -107,7 +68,7 @@ class SwissRoll:
     noise: float = 0.05
     dim: int = 2
 
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+    def sample_numpy(self, rng: np.random.Generator, n: int) -> np.ndarray:
         t = rng.uniform(1.5 * np.pi, 4.5 * np.pi, n)
         pts = np.stack([t * np.cos(t), t * np.sin(t)], axis=1) / 7.0
         return (pts + self.noise * rng.standard_normal((n, 2))).astype(np.float32)
@@ -149,5 +110,5 @@ class Toy(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _generate_examples(self, split: str):
         dist = DISTRIBUTIONS[self.builder_config.name]
         rng = np.random.default_rng(0 if split == "train" else 1)
-        for i, x in enumerate(dist.sample(rng, _SPLIT_SIZES[split])):
+        for i, x in enumerate(dist.sample_numpy(rng, _SPLIT_SIZES[split])):
             yield i, {"x": x}

@@ -41,7 +41,7 @@ def test_toy_builder_shapes_and_samples(data_dir):
     assert arrays["x"].dtype == np.float32 and arrays["x"].shape == (20000, 16)
     # The stored samples are draws of the distribution: their mean log-density matches fresh draws'.
     gmm = DISTRIBUTIONS["gmm_16d"]
-    fresh = gmm.sample(np.random.default_rng(123), 20000)
+    fresh = gmm.sample_numpy(np.random.default_rng(123), 20000)
     np.testing.assert_allclose(
         float(np.mean(gmm.log_prob(arrays["x"]))), float(np.mean(gmm.log_prob(fresh))), atol=0.1
     )
@@ -56,7 +56,7 @@ def test_toy_log_densities_normalise():
     for name in ("gmm_2d", "checkerboard"):
         total = float(np.sum(np.exp(np.asarray(DISTRIBUTIONS[name].log_prob(pts)))) * cell)
         assert abs(total - 1.0) < 0.01, (name, total)
-    samples = DISTRIBUTIONS["checkerboard"].sample(np.random.default_rng(0), 1000)
+    samples = DISTRIBUTIONS["checkerboard"].sample_numpy(np.random.default_rng(0), 1000)
     assert np.all(np.isfinite(np.asarray(DISTRIBUTIONS["checkerboard"].log_prob(samples))))
 
 

@@ -9,21 +9,6 @@ from gl_jax.samplers import SAMPLERS, euler_maruyama
 from gl_jax.sde import VPSDE
 
 
-def mixture_score(gmm, sde):
-    """Exact score of the VP-noised mixture: each component becomes N(alpha mu_k, alpha^2 s_k^2 + sigma^2)."""
-    means, stds, logw = jnp.asarray(gmm.means), jnp.asarray(gmm.stds), jnp.log(jnp.asarray(gmm.weights))
-
-    def score(x, t):
-        a, s = sde.alpha(t)[:, None, None], sde.sigma(t)[:, None, None]
-        var = a**2 * stds[None, :, None] ** 2 + s**2  # [B, K, 1]
-        diff = x[:, None, :] - a * means[None]  # [B, K, D]
-        logits = logw - 0.5 * jnp.sum(diff**2 / var, -1) - 0.5 * x.shape[-1] * jnp.log(var[..., 0])  # [B, K]
-        resp = jax.nn.softmax(logits, -1)[..., None]
-        return jnp.sum(resp * (-diff / var), axis=1)
-
-    return score
-
-
 def sliced_w2(x, y, key, num_projections=128):
     """Sliced 2-Wasserstein distance between equal-size point sets."""
     dirs = jax.random.normal(key, (x.shape[1], num_projections))
@@ -52,9 +37,9 @@ def test_mixture_target_sliced_w2():
     """On the 8-mode ring, SW2(samples, exact samples) is within 0.05 of the exact-vs-exact floor."""
     gmm, sde = ring_mixture(), VPSDE()
     n = 4000
-    x = euler_maruyama(jax.random.key(1), mixture_score(gmm, sde), sde, (n, 2), steps=1000).x
-    ref = gmm.sample(np.random.default_rng(0), n)
-    ref2 = gmm.sample(np.random.default_rng(1), n)
+    x = euler_maruyama(jax.random.key(1), gmm.score_fn(sde), sde, (n, 2), steps=1000).x
+    ref = gmm.sample_numpy(np.random.default_rng(0), n)
+    ref2 = gmm.sample_numpy(np.random.default_rng(1), n)
     key = jax.random.key(2)
     floor = sliced_w2(jnp.asarray(ref2), jnp.asarray(ref), key)
     assert sliced_w2(x, jnp.asarray(ref), key) < floor + 0.05
@@ -75,3 +60,21 @@ def test_x_init_is_used_and_sampler_vmaps():
     batched = jax.vmap(lambda k: euler_maruyama(k, score, sde, (3, 2), steps=5).x)(keys)
     assert batched.shape == (4, 3, 2)
     assert SAMPLERS["euler_maruyama"] is euler_maruyama
+
+
+def test_time_grids():
+    from gl_jax.samplers import time_grid
+    from gl_jax.sde import EDMSDE
+
+    sde = VPSDE()
+    for kind in ("uniform", "quadratic", "logsnr", "karras"):
+        ts = time_grid(sde, 10, kind=kind)
+        assert ts.shape == (11,) and np.all(np.diff(np.asarray(ts)) < 0)
+        np.testing.assert_allclose([ts[0], ts[-1]], [sde.T, sde.t_min], rtol=1e-6)
+    lam = sde.log_snr(time_grid(sde, 10, kind="logsnr"))
+    np.testing.assert_allclose(np.diff(np.asarray(lam)), float(lam[1] - lam[0]), rtol=1e-3)
+    # For EDM, t is sigma: the Karras grid is EDM's eq. 5 exactly.
+    edm = EDMSDE()
+    i = np.arange(19) / 18
+    expected = (80 ** (1 / 7) + i * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7
+    np.testing.assert_allclose(time_grid(edm, 18, kind="karras"), expected, rtol=1e-4)
