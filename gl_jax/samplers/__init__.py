@@ -5,10 +5,30 @@ no host loop) and can be `jax.jit`-ed or `jax.vmap`-ed by the caller.
 """
 
 from gl_jax.samplers.base import SampleResult, time_grid
+from gl_jax.samplers.conditional import classifier_guided_score, colorize, guided_score, inpaint
+from gl_jax.samplers.ddim import ddim
+from gl_jax.samplers.edm import edm_sampler
 from gl_jax.samplers.euler_maruyama import euler_maruyama
+from gl_jax.samplers.pc import pc_sampler
 
+# Names a config may use for `config.sample.sampler`.
 SAMPLERS = {
     "euler_maruyama": euler_maruyama,
+    "pc": pc_sampler,
+    "ddim": ddim,
+    "edm": edm_sampler,
 }
 
-__all__ = ["SAMPLERS", "SampleResult", "euler_maruyama", "time_grid"]
+__all__ = [
+    "SAMPLERS",
+    "SampleResult",
+    "classifier_guided_score",
+    "colorize",
+    "ddim",
+    "edm_sampler",
+    "euler_maruyama",
+    "guided_score",
+    "inpaint",
+    "pc_sampler",
+    "time_grid",
+]
