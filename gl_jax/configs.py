@@ -30,7 +30,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.sde = ml_collections.ConfigDict({"name": "vp", "beta_min": 0.1, "beta_max": 20.0})
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.weighting = "sigma2"
+    c.loss.weighting = "sigma2"  # "sigma2", "likelihood" or "edm".
+    c.loss.time_sampling = "uniform"  # "uniform", "discrete", "log_snr" or "edm".
     c.loss.reduce = "mean"
 
     c.optim = ml_collections.ConfigDict()

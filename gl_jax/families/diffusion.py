@@ -42,7 +42,7 @@ class ScoreDiffusion:
       model: `model.apply({"params": p}, x, t) -> eps_hat` shaped like x.
       sde: the forward process.
       data_shape: shape of one example.
-      weighting, reduce: options of `denoising_score_matching`.
+      weighting, time_sampling, reduce: options of `denoising_score_matching`.
       sampler: a name in `gl_jax.samplers.SAMPLERS`.
       sample_steps: number of sampler steps.
     """
@@ -51,6 +51,7 @@ class ScoreDiffusion:
     sde: GaussianDiffusion
     data_shape: tuple[int, ...]
     weighting: str = "sigma2"
+    time_sampling: str = "uniform"
     reduce: str = "mean"
     sampler: str = "euler_maruyama"
     sample_steps: int = 500
@@ -66,6 +67,7 @@ class ScoreDiffusion:
             sde=build_sde(config.sde.name, {k: v for k, v in config.sde.items() if k != "name"}),
             data_shape=tuple(spec.shape),
             weighting=config.loss.weighting,
+            time_sampling=config.loss.time_sampling,
             reduce=config.loss.reduce,
             sampler=config.sample.sampler,
             sample_steps=config.sample.steps,
@@ -90,8 +92,19 @@ class ScoreDiffusion:
             raise ValueError(
                 f"Batch examples have shape {tuple(x.shape[1:])}, the model was built for {self.data_shape}."
             )
+
+        def eps_fn(x_t, t):
+            return self.model.apply({"params": params}, x_t, t)
+
         return denoising_score_matching(
-            keys, self.score_fn(params), self.sde, x, weighting=self.weighting, reduce=self.reduce
+            keys,
+            eps_fn,
+            self.sde,
+            x,
+            weighting=self.weighting,
+            prediction="eps",
+            time_sampling=self.time_sampling,
+            reduce=self.reduce,
         )
 
     def sample(self, params: Any, key: jax.Array, num: int) -> jax.Array:

@@ -1,12 +1,25 @@
-"""Denoising score matching (Vincent 2011; Song et al. 2021, eq. 7).
+"""Denoising score matching (Vincent 2011; Song et al. 2021, eq. 7) with the published weightings.
 
-For x_t = alpha(t) x_0 + sigma(t) eps the conditional score is -eps / sigma(t), so
+For x_t = alpha(t) x_0 + sigma(t) eps the conditional score is -eps / sigma(t), and every loss here is
 
-  L(theta) = E_{t, x_0, eps} [ lambda(t) || s_theta(x_t, t) + eps / sigma(t) ||^2 ],
+  L(theta) = E_{t, x_0, eps} [ lambda(t) || s_theta(x_t, t) + eps / sigma(t) ||^2 ]
 
-and with the weighting lambda(t) = sigma(t)^2 ("sigma2", Song et al. 2021, sec. 3.3) the integrand is
-|| sigma(t) s_theta(x_t, t) + eps ||^2, the DDPM noise-prediction loss (Ho et al. 2020, eq. 14) in
-continuous time. The minimiser is the score of the noised marginal, whatever the weighting.
+for a weighting lambda(t), whatever the network predicts (score, eps, x0 or v: the prediction is converted
+to a score first, see `gl_jax.parametrization`), so the minimiser is the score of the noised marginal:
+
+  "sigma2"      lambda = sigma^2: the DDPM noise-prediction loss || eps_hat - eps ||^2 (Ho et al. 2020,
+                eq. 14; Song et al. 2021, sec. 3.3).
+  "likelihood"  lambda = g(t)^2: twice the continuous-time ELBO gap, so training maximises likelihood
+                (Song et al. 2021b, "Maximum Likelihood Training of Score-Based Diffusion Models", thm. 1;
+                Kingma et al. 2021, VDM, eq. 17 with -d log SNR/dt = g^2 / sigma^2).
+  "edm"         lambda = w(s) sigma^4 / alpha^2 with w(s) = (s^2 + s_d^2) / (s s_d)^2, s = sigma / alpha:
+                EDM's weighted denoiser loss w(s) || D(x) - x_0 ||^2 (Karras et al. 2022, eq. 8, table 1).
+
+Times are drawn by `time_sampling`: "uniform" on [t_min, T]; "discrete" on a DDPM grid; "log_snr", uniform
+in log-SNR, which is importance sampling for the likelihood weighting (the density |d lambda/dt| is
+g^2/sigma^2, so the weighted integrand becomes constant in t; Song et al. 2021b, sec. 5; Kingma et al.
+2021, appendix I.2) with the importance weight applied so the objective is unchanged; "edm",
+ln(sigma/alpha) ~ N(p_mean, p_std^2), EDM's training distribution (which defines its objective).
 """
 
 from __future__ import annotations
@@ -16,40 +29,108 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from gl_jax.parametrization import PREDICTIONS, to_eps
 from gl_jax.rng import per_example_keys
-from gl_jax.sde import GaussianDiffusion
+from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
-__all__ = ["denoising_score_matching", "WEIGHTINGS"]
+__all__ = ["denoising_score_matching", "sample_times", "WEIGHTINGS", "TIME_SAMPLING"]
 
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-WEIGHTINGS = ("sigma2",)
+WEIGHTINGS = ("sigma2", "likelihood", "edm")
+TIME_SAMPLING = ("uniform", "discrete", "log_snr", "edm")
+
+
+def sample_times(
+    key: jax.Array,
+    sde: GaussianDiffusion,
+    *,
+    time_sampling: str = "uniform",
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+) -> tuple[jax.Array, jax.Array]:
+    """One training time and its importance weight relative to uniform sampling on [t_min, T].
+
+    Args:
+      key: PRNG key (one example's).
+      sde: the process.
+      time_sampling: see the module docstring.
+      p_mean, p_std: EDM's log-normal noise-level distribution (Karras et al. 2022, table 1).
+
+    Returns:
+      `(t, weight)` scalars; the loss multiplies by `weight` so "log_snr" estimates the uniform objective.
+    """
+    if time_sampling == "uniform":
+        return jax.random.uniform(key, (), minval=sde.t_min, maxval=sde.T), jnp.ones(())
+    if time_sampling == "discrete":
+        if not hasattr(sde, "timesteps"):
+            raise ValueError(
+                f"time_sampling='discrete' needs a discrete-time process (DiscreteDDPM), got {sde}."
+            )
+        grid = sde.timesteps()
+        return grid[jax.random.randint(key, (), 0, grid.shape[0])], jnp.ones(())
+    if time_sampling == "log_snr":
+        ends = sde.log_snr(jnp.array([sde.T, sde.t_min], jnp.float32))
+        lam = jax.random.uniform(key, (), minval=ends[0], maxval=ends[1])
+        t = jnp.clip(sde.t_from_log_snr(lam), sde.t_min, sde.T)
+        tb = t[None]
+        density = sde.g2(tb)[0] / sde.sigma(tb)[0] ** 2 / (ends[1] - ends[0])  # p(t) = |d lambda/dt| / range.
+        return t, 1.0 / (density * (sde.T - sde.t_min))
+    if time_sampling == "edm":
+        log_s = p_mean + p_std * jax.random.normal(key, ())
+        t = jnp.clip(sde.t_from_log_snr(-2.0 * log_s), sde.t_min, sde.T)
+        return t, jnp.ones(())
+    raise ValueError(f"Unknown time_sampling {time_sampling!r}; choose one of {TIME_SAMPLING}.")
+
+
+def _weight_over_sigma2(sde: GaussianDiffusion, t: jax.Array, weighting: str, sigma_data: float) -> jax.Array:
+    """lambda(t) / sigma(t)^2, `[B]`: the factor on || sigma s + eps ||^2."""
+    if weighting == "sigma2":
+        return jnp.ones_like(t)
+    if weighting == "likelihood":
+        return sde.g2(t) / sde.sigma(t) ** 2
+    if weighting == "edm":
+        s = sde.sigma(t) / sde.alpha(t)
+        # w(s) sigma^4 / alpha^2 / sigma^2 = w(s) s^2 = (s^2 + s_d^2) / s_d^2.
+        return (s**2 + sigma_data**2) / sigma_data**2
+    raise ValueError(f"Unknown weighting {weighting!r}; choose one of {WEIGHTINGS}.")
 
 
 def denoising_score_matching(
     key: jax.Array,
-    score_fn: ScoreFn,
+    model_fn: ModelFn,
     sde: GaussianDiffusion,
     x0: jax.Array,
     *,
     weighting: str = "sigma2",
+    prediction: str = "score",
+    time_sampling: str = "uniform",
     reduce: str = "mean",
+    sigma_data: float = 0.5,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Continuous-time denoising score matching loss of a batch.
+    """Weighted denoising score matching loss of a batch.
 
     Args:
       key: one PRNG key, or `[B]` per-example keys (each example's t and eps come from its own key).
-      score_fn: `score_fn(x_t, t) -> score`, with `x_t` `[B, ...]` and `t` `[B]`.
+      model_fn: `model_fn(x_t, t)` with `x_t` `[B, ...]`, `t` `[B]`, predicting `prediction`.
       sde: the forward process.
       x0: clean data `[B, ...]`.
-      weighting: `"sigma2"`: lambda(t) = sigma(t)^2.
-      reduce: how to reduce over data dimensions: `"mean"` or `"sum"` (score_sde's `reduce_mean`).
+      weighting: "sigma2", "likelihood" or "edm" (module docstring).
+      prediction: what `model_fn` predicts: "score", "eps", "x0" or "v".
+      time_sampling: "uniform", "discrete", "log_snr" or "edm" (module docstring).
+      reduce: over data dimensions, "mean" or "sum" (score_sde's `reduce_mean`).
+      sigma_data: EDM's data standard deviation (for weighting="edm").
+      p_mean, p_std: EDM's noise-level distribution (for time_sampling="edm").
 
     Returns:
-      `(loss, metrics)`: the batch mean of the weighted loss (a scalar) and a dict with `"loss"`.
+      `(loss, metrics)`: the batch mean (a scalar) and `{"loss": loss}`.
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"Unknown weighting {weighting!r}; choose one of {WEIGHTINGS}.")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"Unknown prediction {prediction!r}; choose one of {PREDICTIONS}.")
     if reduce not in ("mean", "sum"):
         raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}.")
     batch = x0.shape[0]
@@ -57,16 +138,17 @@ def denoising_score_matching(
 
     def draw(k):
         k_t, k_eps = jax.random.split(k)
-        t = jax.random.uniform(k_t, (), minval=sde.t_min, maxval=sde.T)
-        eps = jax.random.normal(k_eps, x0.shape[1:])
-        return t, eps
+        t, weight = sample_times(k_t, sde, time_sampling=time_sampling, p_mean=p_mean, p_std=p_std)
+        return t, weight, jax.random.normal(k_eps, x0.shape[1:])
 
-    t, eps = jax.vmap(draw)(keys)  # [B], [B, ...]
+    t, importance, eps = jax.vmap(draw)(keys)  # [B], [B], [B, ...]
     mean, std = sde.marginal(x0, t)
     x_t = mean + std * eps
-    score = score_fn(x_t, t)
-    # sigma2 weighting: lambda(t) || s + eps / sigma ||^2 = || sigma s + eps ||^2.
-    residual = jnp.reshape(std * score + eps, (batch, -1))  # [B, D]
-    per_example = jnp.mean(residual**2, axis=-1) if reduce == "mean" else jnp.sum(residual**2, axis=-1)
+    alpha = broadcast_to_data(sde.alpha(t), x0)
+    eps_hat = to_eps(model_fn(x_t, t), prediction, x_t, alpha, std)
+    # lambda || s + eps / sigma ||^2 = (lambda / sigma^2) || eps_hat - eps ||^2 with s = -eps_hat / sigma.
+    residual = jnp.reshape(eps_hat - eps, (batch, -1))  # [B, D]
+    sq = jnp.mean(residual**2, axis=-1) if reduce == "mean" else jnp.sum(residual**2, axis=-1)
+    per_example = importance * _weight_over_sigma2(sde, t, weighting, sigma_data) * sq
     loss = jnp.mean(per_example)
     return loss, {"loss": loss}
