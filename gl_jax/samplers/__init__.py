@@ -7,9 +7,12 @@ no host loop) and can be `jax.jit`-ed or `jax.vmap`-ed by the caller.
 from gl_jax.samplers.base import SampleResult, time_grid
 from gl_jax.samplers.conditional import classifier_guided_score, colorize, guided_score, inpaint
 from gl_jax.samplers.ddim import ddim
+from gl_jax.samplers.dpm_solver import dpm_solver, dpm_solver_pp
 from gl_jax.samplers.edm import edm_sampler
 from gl_jax.samplers.euler_maruyama import euler_maruyama
+from gl_jax.samplers.ode import ode_sampler
 from gl_jax.samplers.pc import pc_sampler
+from gl_jax.samplers.unipc import unipc
 
 # Names a config may use for `config.sample.sampler`.
 SAMPLERS = {
@@ -17,6 +20,10 @@ SAMPLERS = {
     "pc": pc_sampler,
     "ddim": ddim,
     "edm": edm_sampler,
+    "ode": ode_sampler,
+    "dpm_solver": dpm_solver,
+    "dpm_solver_pp": dpm_solver_pp,
+    "unipc": unipc,
 }
 
 __all__ = [
@@ -25,10 +32,14 @@ __all__ = [
     "classifier_guided_score",
     "colorize",
     "ddim",
+    "dpm_solver",
+    "dpm_solver_pp",
     "edm_sampler",
     "euler_maruyama",
     "guided_score",
     "inpaint",
+    "ode_sampler",
     "pc_sampler",
     "time_grid",
+    "unipc",
 ]

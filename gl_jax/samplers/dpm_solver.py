@@ -1,0 +1,260 @@
+"""DPM-Solver and DPM-Solver++: exponential integrators for the probability-flow ODE.
+
+Every process in `gl_jax.sde` has x_t = alpha_t x_0 + sigma_t eps. In the half log-SNR
+lambda_t = log(alpha_t / sigma_t) (the papers' lambda; `sde.log_snr` is twice it) the probability-flow ODE
+has the exact solutions (Lu et al. 2022a, "DPM-Solver", eq. 3.4, and its data-prediction form in
+Lu et al. 2022b, "DPM-Solver++", sec. 4)
+
+  x_t = alpha_t / alpha_s x_s - alpha_t int_{lambda_s}^{lambda_t} e^{-lambda} eps_hat(x_lambda) dlambda
+  x_t = sigma_t / sigma_s x_s + sigma_t int_{lambda_s}^{lambda_t} e^{lambda} x0_hat(x_lambda) dlambda
+
+in the noise prediction eps_hat and the data prediction x0_hat. The linear part is integrated exactly and
+only the prediction is Taylor-expanded in lambda, so the solvers are process-agnostic: they only need
+alpha, sigma, lambda and its inverse. Order 1 is DDIM (Song et al. 2021a) in both forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from gl_jax.parametrization import convert
+from gl_jax.samplers.base import SampleResult, time_grid
+from gl_jax.sde import GaussianDiffusion, broadcast_to_data
+
+__all__ = ["dpm_solver", "dpm_solver_pp"]
+
+ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+DPM_SOLVER_ORDERS = (1, 2, 3)
+MULTISTEP_ORDERS = (1, 2, 3)
+SINGLESTEP_PP_ORDERS = (1, 2)
+
+
+def _check_order(order: int, allowed: tuple[int, ...], name: str) -> None:
+    if order not in allowed:
+        raise ValueError(f"{name} supports order in {allowed}, got {order!r}.")
+
+
+def _prediction_fn(score_fn: ScoreFn, sde: GaussianDiffusion, target: str) -> Callable:
+    """`pred(x, t) -> eps_hat or x0_hat` at a scalar time `t`, from the score model."""
+
+    def pred(x, t):
+        t_b = jnp.full((x.shape[0],), t)  # [B]: the model takes per-example times.
+        alpha, sigma = broadcast_to_data(sde.alpha(t_b), x), broadcast_to_data(sde.sigma(t_b), x)
+        return convert(score_fn(x, t_b), source="score", target=target, x_t=x, alpha=alpha, sigma=sigma)
+
+    return pred
+
+
+def _start(key, sde, shape, x_init, steps, grid, t_start):
+    """Starting point and the grid `(ts, lam, alpha, sigma)`, each `[steps + 1]`, lam = log(alpha / sigma)."""
+    x = sde.prior_sample(key, shape) if x_init is None else x_init
+    if x.shape != tuple(shape):
+        raise ValueError(f"x_init has shape {x.shape}, expected {tuple(shape)}.")
+    ts = time_grid(sde, steps, kind=grid, t_start=t_start)  # [steps + 1]
+    # JAX's default float (float32 unless x64 is enabled), so the scan carry keeps one dtype.
+    return x.astype(jnp.result_type(float)), (ts, 0.5 * sde.log_snr(ts), sde.alpha(ts), sde.sigma(ts))
+
+
+def _t_at(sde: GaussianDiffusion, lam: jax.Array) -> jax.Array:
+    """The time whose half log-SNR is `lam` (a scalar)."""
+    return sde.t_from_log_snr(2.0 * lam[None])[0]
+
+
+def _scan_steps(step: Callable, x: jax.Array, start: int, stop: int) -> jax.Array:
+    """Applies `x = step(x, i)` for i in [start, stop) inside one `lax.scan` (no Python loop when traced)."""
+    if stop <= start:
+        return x
+    x, _ = jax.lax.scan(lambda x, i: (step(x, i), None), x, jnp.arange(start, stop))
+    return x
+
+
+def dpm_solver(
+    key: jax.Array,
+    score_fn: ScoreFn,
+    sde: GaussianDiffusion,
+    shape: tuple[int, ...],
+    *,
+    steps: int,
+    order: int = 3,
+    x_init: jax.Array | None = None,
+    t_start: float | None = None,
+    grid: str = "logsnr",
+) -> SampleResult:
+    """Singlestep DPM-Solver-1/2/3 in the noise prediction (Lu et al. 2022a).
+
+    With h = lambda_t - lambda_s and eps_s = eps_hat(x_s, s), one interval [s, t] is
+      order 1 (DPM-Solver-1 = DDIM, eq. 3.7):  x_t = alpha_t / alpha_s x_s - sigma_t (e^h - 1) eps_s;
+      order 2 (Algorithm 1, r1 = 1/2): an order-1 step to s1 = t_lambda(lambda_s + r1 h) gives u, then
+        x_t = alpha_t / alpha_s x_s - sigma_t (e^h - 1) [eps_s + (eps(u, s1) - eps_s) / (2 r1)];
+      order 3 (Algorithm 2, r1 = 1/3, r2 = 2/3): two intermediate points, see the body.
+
+    Args:
+      key: PRNG key, used only to draw the starting noise when `x_init` is None.
+      score_fn: `score_fn(x, t) -> score` with `x` `[B, ...]`, `t` `[B]`.
+      sde: the forward process.
+      shape: `[B, ...]` shape of the samples.
+      steps: number of intervals of the time grid.
+      order: 1, 2 or 3; each interval evaluates the model `order` times.
+      x_init: starting point at `t_start` (default: a prior sample).
+      t_start: starting time (default `sde.T`).
+      grid: time grid kind, see `time_grid` (the paper's default is uniform in log-SNR).
+
+    Returns:
+      `SampleResult(x, nfe)` with x at `sde.t_min` and nfe = steps * order.
+    """
+    _check_order(order, DPM_SOLVER_ORDERS, "dpm_solver")
+    x, (ts, lam, alpha, sigma) = _start(key, sde, shape, x_init, steps, grid, t_start)
+    eps_fn = _prediction_fn(score_fn, sde, "eps")
+
+    def ddim(x_s, eps_s, a_s, a_t, sig_t, h):
+        # DPM-Solver-1 (eq. 3.7): exact linear part, eps held constant over the interval.
+        return a_t / a_s * x_s - sig_t * jnp.expm1(h) * eps_s
+
+    def step(x_s, i):
+        s, a_s, a_t, sig_t = ts[i], alpha[i], alpha[i + 1], sigma[i + 1]
+        h = lam[i + 1] - lam[i]  # > 0: the log-SNR grows towards the data.
+        eps_s = eps_fn(x_s, s)  # [B, ...]
+        x_t = ddim(x_s, eps_s, a_s, a_t, sig_t, h)
+        if order == 1:
+            return x_t
+        if order == 2:
+            # Algorithm 1 (DPM-Solver-2): a midpoint-like finite difference of eps in lambda.
+            r1 = 0.5
+            s1 = _t_at(sde, lam[i] + r1 * h)
+            u = ddim(x_s, eps_s, a_s, sde.alpha(s1), sde.sigma(s1), r1 * h)
+            return x_t - sig_t / (2.0 * r1) * jnp.expm1(h) * (eps_fn(u, s1) - eps_s)
+        # Algorithm 2 (DPM-Solver-3): the second point u2 already uses the first difference D1, the final
+        # update only the second difference D2 with the phi_2-type weight (e^h - 1) / h - 1.
+        r1, r2 = 1.0 / 3.0, 2.0 / 3.0
+        s1, s2 = _t_at(sde, lam[i] + r1 * h), _t_at(sde, lam[i] + r2 * h)
+        sig_s2 = sde.sigma(s2)
+        u1 = ddim(x_s, eps_s, a_s, sde.alpha(s1), sde.sigma(s1), r1 * h)
+        d1 = eps_fn(u1, s1) - eps_s
+        u2 = (
+            ddim(x_s, eps_s, a_s, sde.alpha(s2), sig_s2, r2 * h)
+            - sig_s2 * r2 / r1 * (jnp.expm1(r2 * h) / (r2 * h) - 1.0) * d1
+        )
+        d2 = eps_fn(u2, s2) - eps_s
+        return x_t - sig_t / r2 * (jnp.expm1(h) / h - 1.0) * d2
+
+    x = _scan_steps(step, x, 0, steps)
+    return SampleResult(x, jnp.asarray(steps * order, jnp.int32))
+
+
+def _pp_multistep_update(x, ms, i, k, lam, alpha, sigma):
+    """One DPM-Solver++ multistep update of order `k` from t_i to t_{i+1}.
+
+    Args:
+      x: x_i `[B, ...]`.
+      ms: data predictions `[m_i, m_{i-1}, ...]` (newest first, at least `k` of them).
+      i: index of the current grid point (an int or a traced scalar).
+      k: order (static), 1, 2 or 3.
+      lam, alpha, sigma: the grid's `[steps + 1]` half log-SNR, alpha and sigma.
+
+    Returns:
+      x_{i+1}.
+    """
+    h = lam[i + 1] - lam[i]
+    phi_1 = jnp.expm1(-h)  # e^{-h} - 1 < 0.
+    # DPM-Solver++(1) = DDIM in the data prediction (Lu et al. 2022b, sec. 4, first order).
+    x_t = sigma[i + 1] / sigma[i] * x - alpha[i + 1] * phi_1 * ms[0]
+    if k == 1:
+        return x_t
+    r0 = (lam[i] - lam[i - 1]) / h
+    d1_0 = (ms[0] - ms[1]) / r0  # Backward difference of x0_hat in lambda, scaled to the step h.
+    if k == 2:
+        # Algorithm 2 (DPM-Solver++(2M)): D = (1 + 1/(2 r)) m_i - 1/(2 r) m_{i-1}.
+        return x_t - 0.5 * alpha[i + 1] * phi_1 * d1_0
+    # DPM-Solver++(3M) (Lu et al. 2022b, appendix; the reference implementation's third-order update):
+    # first and second divided differences from three past predictions, weighted by phi_2 and phi_3.
+    r1 = (lam[i - 1] - lam[i - 2]) / h
+    d1_1 = (ms[1] - ms[2]) / r1
+    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    phi_2 = phi_1 / h + 1.0
+    phi_3 = phi_2 / h - 0.5
+    return x_t + alpha[i + 1] * phi_2 * d1 - alpha[i + 1] * phi_3 * d2
+
+
+def dpm_solver_pp(
+    key: jax.Array,
+    score_fn: ScoreFn,
+    sde: GaussianDiffusion,
+    shape: tuple[int, ...],
+    *,
+    steps: int,
+    order: int = 2,
+    multistep: bool = True,
+    x_init: jax.Array | None = None,
+    t_start: float | None = None,
+    grid: str = "logsnr",
+) -> SampleResult:
+    """DPM-Solver++ in the data prediction x0_hat (Lu et al. 2022b).
+
+    Multistep (2M, Algorithm 2; 3M): one model evaluation per step, reusing the previous steps' predictions;
+    the first `order - 1` steps use orders 1, 2, ... as the paper's warm-up (no lower-order final steps).
+    Singlestep (2S, Algorithm 1 with r = 1/2): two evaluations per step. Order 1 is DDIM in both.
+
+    Args:
+      key: PRNG key, used only to draw the starting noise when `x_init` is None.
+      score_fn: `score_fn(x, t) -> score` with `x` `[B, ...]`, `t` `[B]`.
+      sde: the forward process.
+      shape: `[B, ...]` shape of the samples.
+      steps: number of intervals of the time grid.
+      order: 1, 2 or 3 when `multistep`, 1 or 2 otherwise.
+      multistep: multistep (nfe = steps) or singlestep (nfe = order * steps).
+      x_init: starting point at `t_start` (default: a prior sample).
+      t_start: starting time (default `sde.T`).
+      grid: time grid kind, see `time_grid`.
+
+    Returns:
+      `SampleResult(x, nfe)` with x at `sde.t_min`.
+    """
+    if multistep:
+        _check_order(order, MULTISTEP_ORDERS, "dpm_solver_pp(multistep=True)")
+    else:
+        _check_order(order, SINGLESTEP_PP_ORDERS, "dpm_solver_pp(multistep=False)")
+    x, (ts, lam, alpha, sigma) = _start(key, sde, shape, x_init, steps, grid, t_start)
+    x0_fn = _prediction_fn(score_fn, sde, "x0")
+
+    if not multistep:
+
+        def step(x_s, i):
+            h = lam[i + 1] - lam[i]
+            m_s = x0_fn(x_s, ts[i])
+            if order == 1:
+                d = m_s
+            else:
+                # Algorithm 1 (DPM-Solver++(2S)), r = 1/2: an order-1 step to the log-SNR midpoint s1, whose
+                # prediction replaces m_s (the weights 1 - 1/(2r) and 1/(2r) are 0 and 1).
+                s1 = _t_at(sde, lam[i] + 0.5 * h)
+                u = sde.sigma(s1) / sigma[i] * x_s - sde.alpha(s1) * jnp.expm1(-0.5 * h) * m_s
+                d = x0_fn(u, s1)
+            return sigma[i + 1] / sigma[i] * x_s - alpha[i + 1] * jnp.expm1(-h) * d
+
+        x = _scan_steps(step, x, 0, steps)
+        return SampleResult(x, jnp.asarray(steps * order, jnp.int32))
+
+    # Warm-up (unrolled in Python, at most two steps): step i uses order i + 1 while history is short.
+    warmup = min(order - 1, steps)
+    hist = []  # Data predictions, newest first.
+    for i in range(warmup):
+        hist = [x0_fn(x, ts[i])] + hist
+        x = _pp_multistep_update(x, hist, i, i + 1, lam, alpha, sigma)
+
+    if steps > warmup:
+        # The scan carries the last `order - 1` predictions, [order - 1, B, ...], newest first.
+        def step(carry, i):
+            x, past = carry
+            m = x0_fn(x, ts[i])
+            ms = [m] + [past[j] for j in range(order - 1)]
+            x = _pp_multistep_update(x, ms, i, order, lam, alpha, sigma)
+            return (x, jnp.stack(ms[: order - 1]) if order > 1 else past), None
+
+        past = jnp.stack(hist) if hist else jnp.zeros((0,) + x.shape, x.dtype)
+        (x, _), _ = jax.lax.scan(step, (x, past), jnp.arange(warmup, steps))
+    return SampleResult(x, jnp.asarray(steps, jnp.int32))
