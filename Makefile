@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/digits_vp
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean bench-install bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,16 @@ demo: $(PY)
 test: $(PY)
 	$(PY) -m pip install -e ".[test]"
 	$(PY) -m pytest -q
+
+# The benchmarks' peers: PyTorch (CPU), torchdiffeq, torchsde, and k-diffusion without its dependencies
+# (its package pulls torchvision; the benchmarks load only its sampling module, see benchmarks/_peers.py).
+bench-install: $(PY)
+	$(PY) -m pip install -e ".[bench]"
+	$(PY) -m pip install --no-deps k-diffusion
+
+bench: bench-install
+	$(PY) -m benchmarks.p1_sampler_error
+	$(PY) -m benchmarks.p2_likelihood_speed
 
 lint: $(PY)
 	$(VENV)/bin/ruff check gl_jax tests experiments benchmarks
