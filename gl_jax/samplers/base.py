@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gl_jax.sde import GaussianDiffusion
 
-__all__ = ["SampleResult", "time_grid", "TIME_GRIDS"]
+__all__ = ["SampleResult", "start_point", "time_grid", "TIME_GRIDS"]
 
 TIME_GRIDS = ("uniform", "quadratic", "logsnr", "karras")
 
@@ -24,6 +24,16 @@ class SampleResult(NamedTuple):
 
     x: jax.Array
     nfe: jax.Array
+
+
+def start_point(
+    key: jax.Array, sde: GaussianDiffusion, shape: tuple[int, ...], x_init: jax.Array | None
+) -> jax.Array:
+    """The sampler's starting state: `x_init` when given (its shape checked), else a prior sample."""
+    x = sde.prior_sample(key, tuple(shape)) if x_init is None else x_init
+    if x.shape != tuple(shape):
+        raise ValueError(f"x_init has shape {x.shape}, expected {tuple(shape)}.")
+    return x
 
 
 def time_grid(

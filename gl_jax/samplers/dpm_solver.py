@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from gl_jax.parametrization import convert
-from gl_jax.samplers.base import SampleResult, time_grid
+from gl_jax.samplers.base import SampleResult, start_point, time_grid
 from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
 __all__ = ["dpm_solver", "dpm_solver_pp"]
@@ -51,9 +51,7 @@ def _prediction_fn(score_fn: ScoreFn, sde: GaussianDiffusion, target: str) -> Ca
 
 def _start(key, sde, shape, x_init, steps, grid, t_start):
     """Starting point and the grid `(ts, lam, alpha, sigma)`, each `[steps + 1]`, lam = log(alpha / sigma)."""
-    x = sde.prior_sample(key, shape) if x_init is None else x_init
-    if x.shape != tuple(shape):
-        raise ValueError(f"x_init has shape {x.shape}, expected {tuple(shape)}.")
+    x = start_point(key, sde, shape, x_init)
     ts = time_grid(sde, steps, kind=grid, t_start=t_start)  # [steps + 1]
     # JAX's default float (float32 unless x64 is enabled), so the scan carry keeps one dtype.
     return x.astype(jnp.result_type(float)), (ts, 0.5 * sde.log_snr(ts), sde.alpha(ts), sde.sigma(ts))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from gl_jax.samplers.base import SampleResult, time_grid
+from gl_jax.samplers.base import SampleResult, start_point, time_grid
 from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
 __all__ = ["edm_sampler"]
@@ -57,9 +57,7 @@ def edm_sampler(
     if steps < 2:
         raise ValueError(f"edm_sampler needs steps >= 2, got {steps}.")
     key_init, key_loop = jax.random.split(key)
-    x = sde.prior_sample(key_init, shape) if x_init is None else x_init
-    if x.shape != tuple(shape):
-        raise ValueError(f"x_init has shape {x.shape}, expected {tuple(shape)}.")
+    x = start_point(key_init, sde, shape, x_init)
     ts = time_grid(sde, steps - 1, kind=grid, t_start=t_start, rho=rho)  # [N]
     sigmas = sde.sigma(ts) / sde.alpha(ts)  # [N], decreasing.
     batch = shape[0]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from gl_jax.samplers.base import SampleResult, time_grid
+from gl_jax.samplers.base import SampleResult, start_point, time_grid
 from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
 __all__ = ["euler_maruyama"]
@@ -45,9 +45,7 @@ def euler_maruyama(
       `SampleResult(x, nfe)`.
     """
     key_init, key_steps = jax.random.split(key)
-    x = sde.prior_sample(key_init, shape) if x_init is None else x_init
-    if x.shape != tuple(shape):
-        raise ValueError(f"x_init has shape {x.shape}, expected {tuple(shape)}.")
+    x = start_point(key_init, sde, shape, x_init)
     ts = time_grid(sde, steps, kind=grid, t_start=t_start)  # [steps + 1]
     batch = shape[0]
 

@@ -16,7 +16,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-from gl_jax.samplers.base import SampleResult, time_grid
+from gl_jax.samplers.base import SampleResult, start_point, time_grid
 from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
 __all__ = [
@@ -118,9 +118,7 @@ def ode_sampler(
     """
     if method not in ODE_METHODS:
         raise ValueError(f"Unknown ODE method {method!r}; choose one of {ODE_METHODS}.")
-    x = sde.prior_sample(key, tuple(shape)) if x_init is None else x_init
-    if x.shape != tuple(shape):
-        raise ValueError(f"x_init has shape {x.shape}, expected {tuple(shape)}.")
+    x = start_point(key, sde, shape, x_init)
     drift = probability_flow_drift(score_fn, sde)
 
     if method in ADAPTIVE_METHODS:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from gl_jax.samplers.base import SampleResult, time_grid
+from gl_jax.samplers.base import SampleResult, start_point, time_grid
 from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
 __all__ = ["pc_sampler", "pc_loop", "PREDICTORS", "CORRECTORS", "posterior_step"]
@@ -212,9 +212,7 @@ def pc_sampler(
       `SampleResult(x, nfe)` with nfe = steps * (1 + n_corrector_steps) (or `steps` without a corrector).
     """
     key_init, key_loop = jax.random.split(key)
-    x = sde.prior_sample(key_init, shape) if x_init is None else x_init
-    if x.shape != tuple(shape):
-        raise ValueError(f"x_init has shape {x.shape}, expected {tuple(shape)}.")
+    x = start_point(key_init, sde, shape, x_init)
     ts = time_grid(sde, steps, kind=grid, t_start=t_start)
     x, x_mean = pc_loop(
         key_loop,
