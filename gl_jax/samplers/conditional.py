@@ -67,7 +67,7 @@ def inpaint(
         return x * (1.0 - mask) + noised * mask
 
     x = project(key_init, sde.prior_sample(key_init, known.shape), ts[0])
-    _, x_mean = pc_loop(
+    _, x_mean, nfe = pc_loop(
         key_loop,
         score_fn,
         sde,
@@ -79,9 +79,7 @@ def inpaint(
         n_corrector_steps=n_corrector_steps,
         project=project,
     )
-    x = x_mean * (1.0 - mask) + known * mask
-    nfe = steps * (1 + (n_corrector_steps if corrector is not None else 0))
-    return SampleResult(x, jnp.asarray(nfe))
+    return SampleResult(x_mean * (1.0 - mask) + known * mask, nfe)
 
 
 def colorize(

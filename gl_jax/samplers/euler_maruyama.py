@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 
 from gl_jax.samplers.base import SampleResult, start_point, time_grid
-from gl_jax.sde import GaussianDiffusion, broadcast_to_data
+from gl_jax.samplers.pc import pc_loop
+from gl_jax.sde import GaussianDiffusion
 
 __all__ = ["euler_maruyama"]
 
@@ -44,22 +44,9 @@ def euler_maruyama(
     Returns:
       `SampleResult(x, nfe)`.
     """
-    key_init, key_steps = jax.random.split(key)
+    key_init, key_loop = jax.random.split(key)
     x = start_point(key_init, sde, shape, x_init)
     ts = time_grid(sde, steps, kind=grid, t_start=t_start)  # [steps + 1]
-    batch = shape[0]
-
-    def step(carry, i):
-        x, _ = carry
-        t, t_next = ts[i], ts[i + 1]
-        dt = t - t_next  # > 0: we step backwards in time.
-        t_b = jnp.full((batch,), t)
-        drift, diffusion = sde.drift_diffusion(x, t_b)
-        g = broadcast_to_data(diffusion, x)
-        rev_drift = drift - g**2 * score_fn(x, t_b)
-        x_mean = x - rev_drift * dt
-        z = jax.random.normal(jax.random.fold_in(key_steps, i), x.shape)
-        return (x_mean + g * jnp.sqrt(dt) * z, x_mean), None
-
-    (x, x_mean), _ = jax.lax.scan(step, (x, x), jnp.arange(steps))
-    return SampleResult(x_mean if denoise_last else x, jnp.asarray(steps))
+    # The predictor-corrector loop with the Euler-Maruyama predictor and no corrector is exactly this sampler.
+    x, x_mean, nfe = pc_loop(key_loop, score_fn, sde, x, ts, predictor="euler_maruyama", corrector=None)
+    return SampleResult(x_mean if denoise_last else x, nfe)

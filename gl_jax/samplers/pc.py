@@ -146,7 +146,8 @@ def pc_loop(
     corrector step at time s (inpainting replaces the observed part by a noised copy of the observation).
 
     Returns:
-      `(x, x_mean)` at ts[-1]: the last state and its mean without the last step's noise.
+      `(x, x_mean, nfe)`: the last state at ts[-1], its mean without the last step's noise, and the number
+      of score evaluations, N * (1 + n_corrector_steps) (N without a corrector).
     """
     if predictor not in PREDICTORS:
         raise ValueError(f"Unknown predictor {predictor!r}; choose one of {sorted(PREDICTORS)}.")
@@ -171,8 +172,10 @@ def pc_loop(
                 x, x_mean = proj(k_p, x, s), proj(k_p, x_mean, s)
         return (x, x_mean), None
 
-    (x, x_mean), _ = jax.lax.scan(step, (x, x), jnp.arange(ts.shape[0] - 1))
-    return x, x_mean
+    steps = ts.shape[0] - 1
+    (x, x_mean), _ = jax.lax.scan(step, (x, x), jnp.arange(steps))
+    nfe = steps * (1 + (n_corrector_steps if correct is not None else 0))
+    return x, x_mean, jnp.asarray(nfe)
 
 
 def pc_sampler(
@@ -214,7 +217,7 @@ def pc_sampler(
     key_init, key_loop = jax.random.split(key)
     x = start_point(key_init, sde, shape, x_init)
     ts = time_grid(sde, steps, kind=grid, t_start=t_start)
-    x, x_mean = pc_loop(
+    x, x_mean, nfe = pc_loop(
         key_loop,
         score_fn,
         sde,
@@ -225,5 +228,4 @@ def pc_sampler(
         snr=snr,
         n_corrector_steps=n_corrector_steps,
     )
-    nfe = steps * (1 + (n_corrector_steps if corrector is not None else 0))
-    return SampleResult(x_mean if denoise_last else x, jnp.asarray(nfe))
+    return SampleResult(x_mean if denoise_last else x, nfe)
