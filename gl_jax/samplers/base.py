@@ -70,7 +70,7 @@ def time_grid(
     elif kind == "quadratic":
         ts = sde.t_min + (t0 - sde.t_min) * (1.0 - u) ** 2
     else:
-        ends = jnp.array([t0, sde.t_min], jnp.float32)
+        ends = jnp.array([t0, sde.t_min], jnp.result_type(float))  # float64 under x64.
         lam_start, lam_end = sde.log_snr(ends)
         if kind == "logsnr":
             lam = lam_start + (lam_end - lam_start) * u
