@@ -21,14 +21,15 @@ from tests.samplers.test_euler_maruyama import sliced_w2
 
 # name -> (sampler, options, expected global order). The lower-order warm-up steps of the multistep methods
 # are taken at high noise, where the prediction barely moves, so they do not lower the measured order.
-# DPM-Solver++(3M) with the reference implementation's second difference ("reference") is order 2.
+# DPM-Solver++(3M) with the reference implementation's second difference (the default) is order 2, with
+# the Taylor coefficient order 3.
 METHODS = {
     "dpm_solver_1": (dpm_solver, {"order": 1}, 1),
     "dpm_solver_2": (dpm_solver, {"order": 2}, 2),
     "dpm_solver_3": (dpm_solver, {"order": 3}, 3),
     "dpm_solver_pp_2m": (dpm_solver_pp, {"order": 2}, 2),
-    "dpm_solver_pp_3m": (dpm_solver_pp, {"order": 3}, 3),
-    "dpm_solver_pp_3m_reference": (dpm_solver_pp, {"order": 3, "variant_3m": "reference"}, 2),
+    "dpm_solver_pp_3m": (dpm_solver_pp, {"order": 3}, 2),
+    "dpm_solver_pp_3m_taylor": (dpm_solver_pp, {"order": 3, "variant_3m": "taylor"}, 3),
     "dpm_solver_pp_2s": (dpm_solver_pp, {"order": 2, "multistep": False}, 2),
     "unipc_2": (unipc, {"order": 2}, 3),  # UniPC-p has order p + 1 (the corrector adds one).
     "unipc_3": (unipc, {"order": 3}, 4),
@@ -133,9 +134,12 @@ def test_convergence_order(convergence_errors, problem, method):
 
 @pytest.mark.parametrize("problem", ["ring_2d", "random_16d"])
 def test_higher_order_multistep_beats_lower_order(convergence_errors, problem):
-    """The order-3 multistep formulas are more accurate than order 2 at every step count, warm-up included."""
+    """The order-3 multistep formulas are more accurate than order 2 at every step count, warm-up included.
+
+    Both 3M variants, the reference implementation's second-order one included."""
     errors = convergence_errors[problem]["errors"]
-    assert np.all(np.array(errors["dpm_solver_pp_3m"]) < 0.5 * np.array(errors["dpm_solver_pp_2m"]))
+    for third_order in ("dpm_solver_pp_3m", "dpm_solver_pp_3m_taylor"):
+        assert np.all(np.array(errors[third_order]) < 0.5 * np.array(errors["dpm_solver_pp_2m"]))
     assert np.all(np.array(errors["unipc_3"]) < 0.5 * np.array(errors["unipc_2"]))
 
 
