@@ -25,6 +25,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.flip = False
     c.data.dequantize = False
     c.data.eval_split = "test"
+    # The global batch is one batch of each of this many disjoint shards of the train split, process p
+    # reading its consecutive share of them; 0 means one per process. Fix it (to a multiple of every
+    # process count you use) and the run is the same on 1 or several processes.
+    c.data.num_shards = 0
 
     c.model = ml_collections.ConfigDict({"name": "small_unet"})
     c.sde = ml_collections.ConfigDict({"name": "vp", "beta_min": 0.1, "beta_max": 20.0})
@@ -33,6 +37,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.weighting = "sigma2"  # "sigma2", "likelihood" or "edm".
     c.loss.time_sampling = "uniform"  # "uniform", "discrete", "log_snr" or "edm".
     c.loss.reduce = "mean"
+    c.loss.prediction = "eps"  # What the network predicts: "eps", "x0", "v" or "score".
+    c.loss.noise_cond = "t"  # The network's conditioning input: "t", "999t", "log_sigma" or "sigma".
 
     c.optim = ml_collections.ConfigDict()
     c.optim.optimizer = "adam"
@@ -45,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.schedule = "constant"
     c.optim.min_lr_ratio = 0.0
     c.optim.grad_clip = 1.0
+    c.optim.grad_accum_steps = 1  # Micro-batches per step: same update, 1/k of the activation memory.
 
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = 1000
@@ -55,13 +62,26 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.max_to_keep = 3
     c.train.ema_decay = 0.999
     c.train.on_nonfinite = "stop"  # "stop": stop with the step named; "skip": skip the update, go on.
+    c.train.compute_dtype = "float32"  # "bfloat16": bf16 forward/backward, fp32 weights, loss, gradients.
+    c.train.remat = "none"  # jax.checkpoint of the loss: "none", "full" (recompute all) or "dots".
 
     c.sample = ml_collections.ConfigDict()
     c.sample.sampler = "euler_maruyama"
     c.sample.steps = 500
     c.sample.num_samples = 64
     c.sample.use_ema = True
+    c.sample.guidance = 1.0  # Classifier-free guidance weight for class-conditional models (1: none).
 
-    for name in ("data", "loss", "optim", "train", "sample"):
+    # Multi-process jobs (see gl_jax/train/distributed.py); off: one process uses its local devices.
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.enabled = False
+    c.distributed.coordinator_address = ""  # "host:port" of process 0; "" = $JAX_COORDINATOR_ADDRESS or
+    # the cluster's (SLURM, Open MPI, TPU).
+    c.distributed.num_processes = 0  # 0: from the cluster.
+    c.distributed.process_id = -1  # -1: from the cluster.
+    c.distributed.cpu_collectives = "gloo"  # How CPU devices of different processes talk: "gloo" or "mpi".
+    c.distributed.initialization_timeout = 300  # Seconds to wait for every process to join.
+
+    for name in ("data", "loss", "optim", "train", "sample", "distributed"):
         c[name].lock()
     return c
