@@ -1,8 +1,9 @@
 """Finding, preparing and opening datasets as random-access TFDS data sources (array_record, no TF).
 
-Names: `sklearn_digits`, `fashion_mnist`, `toy/<distribution>` (our builders, prepared on first use from
-data that ships with a package or is generated), or any standard TFDS name (`cifar10`, `celeb_a`, ...),
-which must already be prepared as array_record in the data_dir: nothing is ever downloaded.
+Names: `sklearn_digits`, `fashion_mnist`, `toy/<distribution>`, `synthetic_images/<H>x<W>x<C>` (our
+builders, prepared on first use from data that ships with a package or is generated), or any standard TFDS
+name (`cifar10`, `celeb_a`, ...), which must already be prepared as array_record in the data_dir: nothing
+is ever downloaded.
 """
 
 from __future__ import annotations
@@ -15,13 +16,19 @@ import tensorflow_datasets as tfds
 
 from gl_jax.data.fashion_mnist import FashionMnist
 from gl_jax.data.sklearn_digits import SklearnDigits
+from gl_jax.data.synthetic import SyntheticImages
 from gl_jax.data.toy import Toy
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BUILDERS", "DataSpec", "MissingDatasetError", "resolve_data_dir", "open_dataset"]
 
-BUILDERS = {"sklearn_digits": SklearnDigits, "fashion_mnist": FashionMnist, "toy": Toy}
+BUILDERS = {
+    "sklearn_digits": SklearnDigits,
+    "fashion_mnist": FashionMnist,
+    "toy": Toy,
+    "synthetic_images": SyntheticImages,
+}
 
 
 class MissingDatasetError(FileNotFoundError):
@@ -58,8 +65,9 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     base, _, config = name.partition("/")
     if base in BUILDERS:
         kwargs = {"config": config} if config else {}
-        if base == "toy" and not config:
-            raise ValueError(f"Name a toy distribution: 'toy/<name>' with <name> in {Toy.builder_configs}.")
+        if base in ("toy", "synthetic_images") and not config:
+            configs = sorted(BUILDERS[base].builder_configs)
+            raise ValueError(f"Name a configuration: '{base}/<name>' with <name> in {configs}.")
         builder = BUILDERS[base](data_dir=data_dir, file_format="array_record", **kwargs)
         if not builder.is_prepared():
             log.info("Preparing %s once as array_record in %s.", name, builder.data_dir)

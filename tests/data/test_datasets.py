@@ -190,3 +190,23 @@ def test_tensorflow_is_never_imported(data_dir):
         env={**os.environ, "TFDS_DATA_DIR": data_dir},
     )
     assert proc.returncode == 0 and "NO_TF" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_synthetic_images_builder(data_dir):
+    """Generated in a standard shape, labelled, deterministic, and the classes differ on average."""
+    from gl_jax.data.synthetic import synthetic_image
+
+    spec, sources = open_dataset("synthetic_images/32x32x3", data_dir=data_dir)
+    assert spec.shape == (32, 32, 3) and spec.levels == 256 and spec.num_classes == 10
+    assert spec.split_sizes == {"train": 1024, "test": 256}
+    train = load_arrays(sources["train"], spec)
+    assert train["x"].shape == (1024, 32, 32, 3) and train["x"].dtype == np.uint8
+    # The stored images are the generator's (TFDS stores them in its own order).
+    rng = np.random.default_rng(0)
+    regenerated = [synthetic_image(rng, i % 10, (32, 32, 3)) for i in range(1024)]
+    assert sorted(map(bytes, train["x"])) == sorted(map(bytes, regenerated))
+    means = np.stack([train["x"][train["label"] == k].mean(0) for k in range(10)])  # [10, 32, 32, 3]
+    gaps = [np.abs(means[i] - means[j]).mean() for i in range(10) for j in range(i + 1, 10)]
+    assert min(gaps) > 5.0  # Grey levels: every pair of class means differs visibly.
+    with pytest.raises(ValueError, match="synthetic_images/<name>"):
+        open_dataset("synthetic_images", data_dir=data_dir)
