@@ -208,12 +208,19 @@ class VESDE(GaussianDiffusion):
     """Variance-exploding SDE dx = sqrt(d sigma^2/dt) dw with sigma(t) = sigma_min (sigma_max / sigma_min)^t.
 
     Song et al. 2021, eq. 9 (NCSN's geometric noise levels in continuous time); alpha = 1, f = 0,
-    g^2 = 2 sigma(t)^2 log(sigma_max / sigma_min). The prior is N(0, sigma_max^2 I).
+    g^2 = 2 sigma(t)^2 log(sigma_max / sigma_min). The prior is N(0, sigma_max^2 I). `timesteps()` gives
+    NCSN's `num_scales` discrete levels (Song & Ermon 2019), for training with `time_sampling="discrete"`
+    as score_sde's non-continuous VE configs do.
     """
 
     sigma_min: float = 0.01
     sigma_max: float = 50.0
     t_min: float = 1e-5
+    num_scales: int = 1000
+
+    def timesteps(self) -> jax.Array:
+        """`[num_scales]` times i / (num_scales - 1): sigma geometric from sigma_min to sigma_max."""
+        return jnp.linspace(0.0, 1.0, self.num_scales, dtype=jnp.float32)
 
     def __post_init__(self):
         if not 0.0 < self.sigma_min < self.sigma_max:

@@ -15,11 +15,12 @@ to a score first, see `gl_jax.parametrization`), so the minimiser is the score o
   "edm"         lambda = w(s) sigma^4 / alpha^2 with w(s) = (s^2 + s_d^2) / (s s_d)^2, s = sigma / alpha:
                 EDM's weighted denoiser loss w(s) || D(x) - x_0 ||^2 (Karras et al. 2022, eq. 8, table 1).
 
-Times are drawn by `time_sampling`: "uniform" on [t_min, T]; "discrete" on a DDPM grid; "log_snr", uniform
-in log-SNR, which is importance sampling for the likelihood weighting (the density |d lambda/dt| is
-g^2/sigma^2, so the weighted integrand becomes constant in t; Song et al. 2021b, sec. 5; Kingma et al.
-2021, appendix I.2) with the importance weight applied so the objective is unchanged; "edm",
-ln(sigma/alpha) ~ N(p_mean, p_std^2), EDM's training distribution (which defines its objective).
+Times are drawn by `time_sampling`: "uniform" on [t_min, T]; "discrete" on the process's grid of levels
+(DDPM's timesteps, NCSN's noise scales); "log_snr", uniform in log-SNR, which is importance sampling for
+the likelihood weighting (the density |d lambda/dt| is g^2/sigma^2, so the weighted integrand becomes
+constant in t; Song et al. 2021b, sec. 5; Kingma et al. 2021, appendix I.2) with the importance weight
+applied so the objective is unchanged; "edm", ln(sigma/alpha) ~ N(p_mean, p_std^2), EDM's training
+distribution (which defines its objective).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def sample_times(
     if time_sampling == "discrete":
         if not hasattr(sde, "timesteps"):
             raise ValueError(
-                f"time_sampling='discrete' needs a discrete-time process (DiscreteDDPM), got {sde}."
+                f"time_sampling='discrete' needs a process with discrete levels (DiscreteDDPM, VESDE), "
+                f"got {sde}."
             )
         grid = sde.timesteps()
         return grid[jax.random.randint(key, (), 0, grid.shape[0])], jnp.ones(())

@@ -113,8 +113,13 @@ def test_time_sampling_distributions():
     # Clipping to [0.002, 80] touches only > 4 standard deviations out: the log-normal is untouched.
     assert stats.kstest((log_sigma + 1.2) / 1.2, "norm").pvalue > 1e-3
     np.testing.assert_allclose([log_sigma.mean(), log_sigma.std()], [-1.2, 1.2], atol=0.05)
-    with pytest.raises(ValueError, match="discrete-time process"):
-        sample_times(keys[0], VESDE(), time_sampling="discrete")
+    ve = VESDE()
+    t, _ = jax.vmap(lambda k: sample_times(k, ve, time_sampling="discrete"))(keys)
+    levels = np.log(np.asarray(ve.sigma(t)) / ve.sigma_min) / np.log(ve.sigma_max / ve.sigma_min) * 999
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-2)  # NCSN's 1000 geometric levels.
+    assert len(np.unique(np.round(levels))) > 990
+    with pytest.raises(ValueError, match="discrete levels"):
+        sample_times(keys[0], VPSDE(), time_sampling="discrete")
 
 
 def test_per_example_keys_make_loss_independent_of_batch_split():
