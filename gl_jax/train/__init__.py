@@ -1,4 +1,5 @@
-"""Training: the state, the optimizer, the one train step, its parallel compilation, checkpoints, the loop."""
+"""Training: the state, the optimizer, the one train step (with gradient accumulation, mixed precision and
+rematerialisation), its parallel and multi-process compilation, checkpoints, the loop."""
 
 from gl_jax.train.optim import make_optimizer
 from gl_jax.train.state import TrainState

@@ -2,19 +2,27 @@
 
 Each checkpoint is a step folder with two items: `state` (step, params, opt_state, ema_params; written by
 all processes together) and `data` (the grain iterator state, JSON). Saves are atomic (orbax writes to a
-temporary folder and renames it), so a run killed while saving leaves the previous checkpoints intact. On
-restore, a latest checkpoint that cannot be read is skipped with a warning in favour of the one before.
+temporary folder and renames it, and deletes checkpoints beyond `max_to_keep` only after that), so a run
+killed while saving, or a save that fails on a full or read-only disk, leaves the previous checkpoints
+intact. A failed save is one `CheckpointError` naming the folder, the cause and the fix; a disk without room
+for the state is refused before anything is written. On restore, a latest checkpoint that cannot be read is
+skipped with a warning in favour of the one before; the partial folder a failed save leaves is removed at
+the next start.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
+from jax.experimental import multihost_utils
 
 from gl_jax.train.state import TrainState
 
@@ -41,6 +49,45 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     }
 
 
+def _os_error(e: BaseException) -> OSError | None:
+    """The first OSError in an exception's chain (orbax re-raises background write errors wrapped)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+_NO_ROOM = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _remove_partial_saves(directory: str) -> None:
+    """Deletes the temporary folders of saves that failed (a full disk) or were killed, freeing their space.
+
+    orbax writes `<step>.orbax-checkpoint-tmp...` and renames it to `<step>` only when complete, so these
+    are never a checkpoint. Called before any save of this run starts.
+    """
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if ".orbax-checkpoint-tmp" in name:
+            log.warning(
+                "Removing %s, the partial folder of an unfinished save.", os.path.join(directory, name)
+            )
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+
+def _read_only_mount(path: str) -> bool:
+    """Whether `path` sits on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 class Checkpointer:
     """Periodic saves with `max_to_keep`, resume from the latest readable checkpoint.
 
@@ -51,15 +98,27 @@ class Checkpointer:
 
     def __init__(self, directory: str, *, max_to_keep: int = 3):
         self.directory = os.path.abspath(directory)
+        if jax.process_index() == 0:
+            _remove_partial_saves(self.directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+        self._writing: int | None = None  # The step of the save in flight, if any.
+        self._failed = False  # A save error was raised.
 
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
     def save(self, state: TrainState, data_state: dict) -> None:
-        """Saves `state` (at `state.step`) and the data iterator state; returns before the write finishes."""
+        """Saves `state` (at `state.step`) and the data iterator state; returns before the write finishes.
+
+        A failure of the previous, still running save surfaces here (or in `wait`).
+
+        Raises:
+          CheckpointError: the disk has no room for the state, the folder is not writable, or a write
+            failed; the message names the folder and the fix, and the previous checkpoints are intact.
+        """
         step = int(state.step)
+        self._check_room(step, state)
         try:
             self._manager.save(
                 step,
@@ -69,15 +128,85 @@ class Checkpointer:
                 ),
                 force=True,
             )
-        except OSError as e:
-            raise CheckpointError(
-                f"Could not save the checkpoint of step {step} in {self.directory}: {e}. Free disk space or "
-                "check permissions; the previous checkpoints are intact."
-            ) from e
+        except Exception as e:
+            # The manager first waits for the previous save: an error may belong to that one.
+            failed, self._writing = (self._writing if self._writing is not None else step), None
+            raise self._save_error(failed, e) from e
+        self._writing = step
 
     def wait(self) -> None:
-        """Blocks until pending asynchronous saves are on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until pending asynchronous saves are on disk.
+
+        Raises:
+          CheckpointError: the pending save failed (see `save`).
+        """
+        writing, self._writing = self._writing, None
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            if writing is None and self._failed:
+                # More background errors of a failure already reported: nothing new to say.
+                log.debug("Further error of the failed save: %s", e)
+                return
+            raise self._save_error(writing, e) from e
+
+    def _check_room(self, step: int, state: TrainState) -> None:
+        """Refuses a save that cannot fit or cannot be written, before anything is written.
+
+        Every process decides together (one all-gather), so they all raise or all go on to the collective
+        save.
+        """
+        needed = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state))
+        needed += 1 << 20  # orbax's metadata files.
+        problem = 0
+        if not os.access(self.directory, os.W_OK):
+            problem = errno.EROFS if _read_only_mount(self.directory) else errno.EACCES
+        elif shutil.disk_usage(self.directory).free < needed:
+            problem = errno.ENOSPC
+        if jax.process_count() > 1:
+            problem = int(np.max(multihost_utils.process_allgather(np.int32(problem))))
+        if problem:
+            cause = OSError(problem, os.strerror(problem), self.directory)
+            if problem == errno.ENOSPC:
+                free = shutil.disk_usage(self.directory).free
+                cause = OSError(problem, f"{os.strerror(problem)} ({free} bytes free, {needed} needed)")
+            raise self._save_error(step, cause)
+
+    def _save_error(self, step: int | None, error: BaseException) -> CheckpointError:
+        """A `CheckpointError` for a failed save of `step`: where, why, how to fix, what is kept."""
+        self._failed = True
+        cause = _os_error(error)
+        code = cause.errno if cause is not None else None
+        if cause is not None:
+            reason = str(cause)
+        else:
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if code in _NO_ROOM:
+            fix = (
+                "Free space on that disk (delete old runs, or lower config.train.max_to_keep) or pass a "
+                "--workdir on a disk with room"
+            )
+        elif code in _NOT_WRITABLE:
+            fix = (
+                f"Make {self.directory} writable (check its permissions and that its disk is not mounted "
+                "read-only) or pass a --workdir you can write to"
+            )
+        else:
+            fix = "Check that the disk has room and is writable, or pass another --workdir"
+        # From the folder, not the manager, which may already count the failed step in.
+        try:
+            kept = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit() and int(n) != step)
+        except OSError:
+            kept = []
+        intact = (
+            f"the checkpoint of step {kept[-1]} is intact and a rerun resumes from it"
+            if kept
+            else "no earlier checkpoint exists"
+        )
+        return CheckpointError(
+            f"Could not save the checkpoint{'' if step is None else f' of step {step}'} in {self.directory}: "
+            f"{reason}. {fix}; {intact}."
+        )
 
     def restore_latest(self, target: TrainState) -> tuple[TrainState, dict] | None:
         """Restores the newest readable checkpoint into the structure (and shardings) of `target`.
@@ -139,5 +268,13 @@ class Checkpointer:
         )
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for the pending save (raising `CheckpointError` if it failed) and releases the manager."""
+        try:
+            self.wait()
+        finally:
+            try:
+                self._manager.close()
+            except Exception as e:
+                if not self._failed:
+                    raise self._save_error(None, e) from e
+                log.debug("Further error of the failed save: %s", e)

@@ -4,6 +4,11 @@ The loop is family-agnostic: it builds the data pipeline, the family, the optimi
 state, compiles the shared train step over the device mesh, and then only feeds batches, logs, writes
 pictures and saves checkpoints. A restart resumes from the latest checkpoint (state and data position)
 and reproduces the uninterrupted run bit for bit; SIGTERM saves a checkpoint and exits cleanly.
+
+Multi-process jobs (`config.distributed`): every process runs this same loop on its own data shards and
+saves and restores checkpoints together with the others; metrics, logs, progress and pictures come from
+process 0 only. The global batch is the concatenation of `config.data.num_shards` shard batches, so a run
+with a fixed number of shards computes the same numbers on any number of processes that divides it.
 """
 
 from __future__ import annotations
@@ -14,20 +19,23 @@ import os
 import signal
 import time
 
+import grain
 import jax
 import ml_collections
 import numpy as np
 import tqdm
+from jax.experimental import multihost_utils
 
 from gl_jax.data.pipeline import load_arrays, make_dataset, make_iterator
 from gl_jax.data.sources import open_dataset
 from gl_jax.eval import plots
 from gl_jax.families.base import Family, build_family
-from gl_jax.train import parallel
+from gl_jax.train import distributed, parallel
 from gl_jax.train.checkpoint import Checkpointer, CheckpointError
 from gl_jax.train.optim import make_optimizer
+from gl_jax.train.precision import COMPUTE_DTYPES
 from gl_jax.train.state import TrainState
-from gl_jax.train.step import make_train_step
+from gl_jax.train.step import REMAT_POLICIES, make_train_step
 from gl_jax.train.writers import MetricsWriter, read_metrics
 
 __all__ = ["train_and_evaluate", "sample", "NonFiniteLossError", "WorkdirError"]
@@ -70,11 +78,65 @@ def _check_schedule(config: ml_collections.ConfigDict) -> None:
             )
     if t.on_nonfinite not in ("stop", "skip"):
         raise ValueError(f"config.train.on_nonfinite must be 'stop' or 'skip', got {t.on_nonfinite!r}.")
-    n_dev = jax.device_count()
-    if config.data.batch_size % n_dev:
+    if t.compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(
-            f"config.data.batch_size={config.data.batch_size} must be divisible by the {n_dev} devices."
+            f"config.train.compute_dtype must be one of {list(COMPUTE_DTYPES)}, got {t.compute_dtype!r}."
         )
+    if t.remat not in REMAT_POLICIES:
+        raise ValueError(f"config.train.remat must be one of {list(REMAT_POLICIES)}, got {t.remat!r}.")
+    batch, accum = config.data.batch_size, config.optim.grad_accum_steps
+    if accum < 1:
+        raise ValueError(f"config.optim.grad_accum_steps must be >= 1, got {accum}.")
+    n_dev = jax.device_count()
+    if batch % (n_dev * accum):
+        raise ValueError(
+            f"config.data.batch_size={batch} must be divisible by the {n_dev} devices times "
+            f"config.optim.grad_accum_steps={accum} (every micro-batch is spread over all devices)."
+        )
+    shards, n_proc = _num_shards(config), jax.process_count()
+    if shards % n_proc or batch % shards:
+        raise ValueError(
+            f"config.data.num_shards={shards} must be a multiple of the {n_proc} processes and divide "
+            f"config.data.batch_size={batch}; set it to 0 for one shard per process."
+        )
+
+
+def _num_shards(config: ml_collections.ConfigDict) -> int:
+    return config.data.num_shards or jax.process_count()
+
+
+def _shard_seed(seed: int, shard: int) -> int:
+    """Shuffle seed of a data shard: shard 0 keeps the run's seed (a one-shard run is as before), the
+    others get independent ones, so shards are not shuffled in lockstep."""
+    if shard == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, shard]).generate_state(1)[0])
+
+
+def _process_zero_first(fn, *args, **kwargs):
+    """Runs `fn` on process 0, then on the others (a dataset is prepared once on a shared disk)."""
+    if jax.process_count() == 1:
+        return fn(*args, **kwargs)
+    if jax.process_index() == 0:
+        out = fn(*args, **kwargs)
+    multihost_utils.sync_global_devices("gl_jax: process 0 ran " + fn.__name__)
+    if jax.process_index() != 0:
+        out = fn(*args, **kwargs)
+    return out
+
+
+def _local(tree):
+    """This process's copy of replicated global arrays, so process 0 can evaluate and sample alone."""
+    if jax.process_count() == 1:
+        return tree
+    return jax.tree.map(lambda x: x.addressable_data(0), tree)
+
+
+def _any_process(flag: bool) -> bool:
+    """Whether `flag` is set on any process (all processes must call this at the same step)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
 
 
 class _Run:
@@ -82,22 +144,54 @@ class _Run:
 
     def __init__(self, config: ml_collections.ConfigDict, *, load_train: bool):
         self.config = config
-        self.spec, sources = open_dataset(config.data.name, data_dir=config.data.data_dir or None)
+        self.spec, sources = _process_zero_first(
+            open_dataset, config.data.name, data_dir=config.data.data_dir or None
+        )
+        self.shards: dict[int, dict[str, np.ndarray]] = {}
         self.arrays = None
         if load_train:
-            self.arrays = load_arrays(
-                sources["train"], self.spec, shard_index=jax.process_index(), shard_count=jax.process_count()
-            )
+            # Process p reads shards p * S / P ... (p + 1) * S / P - 1 of S: disjoint, together the split.
+            num, per = _num_shards(config), _num_shards(config) // jax.process_count()
+            first = jax.process_index() * per
+            self.shards = {
+                s: load_arrays(sources["train"], self.spec, shard_index=s, shard_count=num)
+                for s in range(first, first + per)
+            }
+            self.arrays = {
+                k: np.concatenate([a[k] for a in self.shards.values()]) for k in self.shards[first]
+            }
         self.eval_source = sources.get(config.data.eval_split)
         self._eval_batches = None
         self.family: Family = build_family(config, self.spec)
         # Compiled once per run, reused at every evaluation.
         self.sample_fn = jax.jit(self.family.sample, static_argnums=(2,))
         self.loss_fn = jax.jit(self.family.loss)
-        self.tx = make_optimizer(**config.optim, total_steps=config.train.num_steps)
+        optim = {k: v for k, v in config.optim.items() if k != "grad_accum_steps"}  # A step option.
+        self.tx = make_optimizer(**optim, total_steps=config.train.num_steps)
         self.mesh = parallel.make_mesh()
         key = jax.random.key(config.seed)
         self.init_key, self.step_key, self.sample_key = jax.random.split(key, 3)
+
+    def train_dataset(self) -> grain.MapDataset:
+        """This process's part of each global batch: its shards' batches, concatenated `[B / P, ...]`."""
+        data = self.config.data
+        parts = [
+            make_dataset(
+                arrays,
+                self.spec,
+                batch_size=data.batch_size // _num_shards(self.config),
+                seed=_shard_seed(self.config.seed, shard),
+                flip=data.flip,
+                dequantize=data.dequantize,
+            )
+            for shard, arrays in self.shards.items()
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        # Batch i of every shard, side by side; one index, so the iterator state stays one number.
+        return grain.MapDataset.range(len(parts[0])).map(
+            lambda i: {k: np.concatenate([p[i][k] for p in parts]) for k in parts[0][i]}
+        )
 
     def init_state(self) -> TrainState:
         family, tx = self.family, self.tx
@@ -141,15 +235,18 @@ def _sigterm_flag():
 
 
 def _sample_picture(run: _Run, params, key, path: str) -> np.ndarray:
-    samples = np.asarray(jax.device_get(run.sample_fn(params, key, run.config.sample.num_samples)))
-    plots.save_samples(path, samples, reference=run.reference_points())
+    """Samples with this process's copy of `params`; process 0 writes the picture."""
+    samples = np.asarray(jax.device_get(run.sample_fn(_local(params), key, run.config.sample.num_samples)))
+    if jax.process_index() == 0:
+        plots.save_samples(path, samples, reference=run.reference_points())
     return samples
 
 
 def _eval_loss(run: _Run, params, key) -> float | None:
     """Mean loss of the EMA parameters on up to 4 fixed batches of the eval split."""
-    if run.eval_source is None or jax.process_count() > 1:
+    if run.eval_source is None:
         return None
+    params = _local(params)
     losses = []
     for i, batch in enumerate(run.eval_batches()):
         keys = jax.random.split(jax.random.fold_in(key, i), len(batch["x"]))
@@ -172,21 +269,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     Raises:
       NonFiniteLossError: the loss or gradients became NaN/Inf and `config.train.on_nonfinite == "stop"`.
     """
+    distributed.initialize(config.distributed)  # Before anything touches a device.
     workdir = _prepare_workdir(workdir)
     _check_schedule(config)
     t = config.train
     k = t.steps_per_call
     is_main = jax.process_index() == 0
     run = _Run(config, load_train=True)
-    local_batch = config.data.batch_size // jax.process_count()
-    dataset = make_dataset(
-        run.arrays,
-        run.spec,
-        batch_size=local_batch,
-        seed=config.seed,
-        flip=config.data.flip,
-        dequantize=config.data.dequantize,
-    )
+    dataset = run.train_dataset()
     if k > 1:
         dataset = dataset.batch(k)  # [k, B, ...] per call.
     iterator = make_iterator(dataset)
@@ -197,11 +287,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if restored is not None:
         state, data_state = restored
         iterator.set_state(data_state)
-        log.info("Resumed from step %d in %s.", int(state.step), checkpointer.directory)
+        if is_main:
+            log.info("Resumed from step %d in %s.", int(state.step), checkpointer.directory)
 
-    step_fn = parallel.compile_train_step(
-        make_train_step(run.family.loss, ema_decay=t.ema_decay), run.mesh, steps_per_call=k
+    train_step = make_train_step(
+        run.family.loss,
+        ema_decay=t.ema_decay,
+        grad_accum_steps=config.optim.grad_accum_steps,
+        compute_dtype=COMPUTE_DTYPES[t.compute_dtype],
+        remat_policy=REMAT_POLICIES[t.remat],
     )
+    step_fn = parallel.compile_train_step(train_step, run.mesh, steps_per_call=k)
     writer = MetricsWriter(workdir, enabled=is_main)
     step = int(state.step)
     progress = tqdm.tqdm(
@@ -230,7 +326,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             )
         if bad.size:
             skipped += int(bad.size)
-            log.warning("Skipped %d non-finite updates (steps %s).", bad.size, merged["step"][bad] + 1)
+            if is_main:
+                log.warning("Skipped %d non-finite updates (steps %s).", bad.size, merged["step"][bad] + 1)
         good = merged["finite"] == 1
         scalars = {
             key: float(np.mean(v[good])) if good.any() else float("nan")
@@ -256,12 +353,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 step += k
                 pending.append(metrics)
                 progress.update(k)
+                stop = sigterm["stop"]
                 if step % t.log_every == 0:
                     flush()
+                    # Processes stop together, at a step all of them reach: a SIGTERM seen by one
+                    # process is acted on at the next logging step (every step on one process).
+                    stop = _any_process(stop)
+                elif jax.process_count() > 1:
+                    stop = False
                 if t.eval_every and step % t.eval_every == 0 and step < t.num_steps:
                     flush()
                     _evaluate(run, state, step, workdir, writer)
-                if sigterm["stop"]:
+                if stop:
                     save()
                     checkpointer.wait()
                     log.warning("SIGTERM: saved the checkpoint of step %d and stopped.", step)
@@ -291,14 +394,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 
 def _evaluate(run: _Run, state: TrainState, step: int, workdir: str, writer: MetricsWriter) -> None:
-    """Eval loss of the EMA parameters and a sample picture."""
+    """Eval loss of the EMA parameters and a sample picture, on process 0 (the others go on training)."""
+    if jax.process_index() != 0:
+        return
     params = state.ema_params if run.config.sample.use_ema else state.params
     key = jax.random.fold_in(run.sample_key, step)
     eval_loss = _eval_loss(run, params, key)
     if eval_loss is not None:
         writer.write_scalars(step, {"eval_loss": eval_loss})
-    if jax.process_index() == 0:
-        _sample_picture(run, params, key, os.path.join(workdir, "samples", f"step_{step:07d}.png"))
+    _sample_picture(run, params, key, os.path.join(workdir, "samples", f"step_{step:07d}.png"))
 
 
 def sample(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray:
@@ -309,6 +413,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray:
     Returns:
       The samples, `[N, ...]`.
     """
+    distributed.initialize(config.distributed)
     workdir = _prepare_workdir(workdir)
     run = _Run(config, load_train=False)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.max_to_keep)
