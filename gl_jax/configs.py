@@ -71,6 +71,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample.num_samples = 64
     c.sample.use_ema = True
     c.sample.guidance = 1.0  # Classifier-free guidance weight for class-conditional models (1: none).
+    # Keyword options of the sampler, e.g. {"predictor": "reverse_diffusion", "snr": 0.16} for "pc";
+    # an experiment replaces the whole dict.
+    c.sample.options = ml_collections.ConfigDict()
 
     # Multi-process jobs (see gl_jax/train/distributed.py); off: one process uses its local devices.
     c.distributed = ml_collections.ConfigDict()

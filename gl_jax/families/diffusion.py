@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 from typing import Any
 
 import flax.linen as nn
@@ -75,6 +76,13 @@ def build_sde(name: str, options: dict) -> GaussianDiffusion:
         raise ValueError(f"Bad config.sde options for {name!r}: {e}") from None
 
 
+def _model_attr(model: nn.Module, name: str, default: Any) -> Any:
+    """An attribute of the network, or of the network a wrapper (e.g. `EDMPrecond`) holds as `net`."""
+    if hasattr(model, name):
+        return getattr(model, name)
+    return getattr(getattr(model, "net", None), name, default)
+
+
 @dataclasses.dataclass(frozen=True)
 class ScoreDiffusion:
     """A diffusion model: a network's prediction (eps, x0, v or score) defines the score of every x_t.
@@ -93,6 +101,8 @@ class ScoreDiffusion:
       weighting, time_sampling, reduce: options of `denoising_score_matching`.
       sampler: a name in `gl_jax.samplers.SAMPLERS`.
       sample_steps: number of sampler steps.
+      sample_options: the sampler's keyword options as `(name, value)` pairs (hashable, so the family
+        can be a static argument of `jax.jit`).
     """
 
     model: nn.Module
@@ -106,6 +116,7 @@ class ScoreDiffusion:
     reduce: str = "mean"
     sampler: str = "euler_maruyama"
     sample_steps: int = 500
+    sample_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
         if self.prediction not in PREDICTIONS:
@@ -121,7 +132,21 @@ class ScoreDiffusion:
         model = build_model(model_options.pop("name"), model_options)
         if config.sample.sampler not in SAMPLERS:
             raise ValueError(f"Unknown sampler {config.sample.sampler!r}; choose one of {sorted(SAMPLERS)}.")
-        num_classes = getattr(model, "num_classes", 0)
+        options = dict(config.sample.options)
+        accepted = [
+            p.name
+            for p in inspect.signature(SAMPLERS[config.sample.sampler]).parameters.values()
+            if p.kind == p.KEYWORD_ONLY and p.name not in ("steps", "x_init")
+        ]
+        for name in options:
+            if name not in accepted:
+                near = difflib.get_close_matches(name, accepted, n=1)
+                hint = f" Did you mean {near[0]!r}?" if near else ""
+                raise ValueError(
+                    f"Unknown config key 'config.sample.options.{name}' for sampler "
+                    f"{config.sample.sampler!r}.{hint} Valid keys: {sorted(accepted)}."
+                )
+        num_classes = _model_attr(model, "num_classes", 0)
         if num_classes and spec.num_classes is None:
             raise ValueError(
                 f"config.model asks for {num_classes} classes but dataset {spec.name!r} has no labels; "
@@ -139,16 +164,19 @@ class ScoreDiffusion:
             reduce=config.loss.reduce,
             sampler=config.sample.sampler,
             sample_steps=config.sample.steps,
+            sample_options=tuple(
+                sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items())
+            ),
         )
 
     @property
     def num_classes(self) -> int:
-        return getattr(self.model, "num_classes", 0)
+        return _model_attr(self.model, "num_classes", 0)
 
     @property
     def _stochastic(self) -> bool:
         """Whether the network draws randomness in training (dropout, label dropout)."""
-        return bool(getattr(self.model, "dropout", 0.0) or getattr(self.model, "label_dropout", 0.0))
+        return bool(_model_attr(self.model, "dropout", 0.0) or _model_attr(self.model, "label_dropout", 0.0))
 
     def predict(self, params: Any, x: jax.Array, t: jax.Array, y: jax.Array | None = None, *, keys=None):
         """The network's prediction at (x `[B, ...]`, t `[B]`), optionally labels y `[B]`.
@@ -224,4 +252,5 @@ class ScoreDiffusion:
         else:
             score = self.score_fn(params)
         sampler = SAMPLERS[self.sampler]
-        return sampler(key, score, self.sde, (num, *self.data_shape), steps=self.sample_steps).x
+        shape = (num, *self.data_shape)
+        return sampler(key, score, self.sde, shape, steps=self.sample_steps, **dict(self.sample_options)).x

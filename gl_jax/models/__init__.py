@@ -1,7 +1,22 @@
 """Flax linen networks with typed fields. Build them from a config at the boundary with `build_model`."""
 
+from gl_jax.models.classifier import NoisyClassifier
+from gl_jax.models.dit import DiT
 from gl_jax.models.mlp import ScoreMLP
+from gl_jax.models.preconditioning import EDMPrecond, EDMUNet
 from gl_jax.models.registry import MODELS, build_model
 from gl_jax.models.small_unet import SmallUNet
+from gl_jax.models.unet import UNet, UNetEncoder
 
-__all__ = ["MODELS", "ScoreMLP", "SmallUNet", "build_model"]
+__all__ = [
+    "DiT",
+    "EDMPrecond",
+    "EDMUNet",
+    "MODELS",
+    "NoisyClassifier",
+    "ScoreMLP",
+    "SmallUNet",
+    "UNet",
+    "UNetEncoder",
+    "build_model",
+]
