@@ -75,6 +75,38 @@ def base_config() -> ml_collections.ConfigDict:
     # an experiment replaces the whole dict.
     c.sample.options = ml_collections.ConfigDict()
 
+    # `--mode stats`: FID Inception statistics of a split of the data, the reference of FID, KID and
+    # precision/recall in `--mode eval` (gl_jax/train/reference_stats.py); computed once, then read.
+    c.stats = ml_collections.ConfigDict()
+    c.stats.split = "train"
+    # The .npz cache; "" means <data_dir>/gl_jax_stats/<data.name, "/" as "_">_<split>_inception.npz
+    # (with "_first<N>" before "_inception" when max_images is N, and "_raw" for vector data).
+    c.stats.path = ""
+    c.stats.max_images = 0  # Use only the split's first this many images (0: all of them).
+    c.stats.num_features = 10_000  # Features of the first this many images kept for KID, precision/recall.
+
+    # `--mode eval`: the latest checkpoint's samples with each sampler setting against the reference
+    # statistics, and test-set bits/dim; writes <workdir>/eval/report.json and a grid per setting.
+    c.eval = ml_collections.ConfigDict()
+    c.eval.num_samples = 10_000  # Samples per setting (published FIDs use 50k; fewer bias FID upwards).
+    # Samples per sampler call, images per Inception call (also in --mode stats), examples per ODE solve.
+    c.eval.batch_size = 250
+    # Sampler settings by name (the name keys the report, the grid <name>.png and the sampling keys):
+    # {"name": {"sampler": a key of gl_jax.samplers.SAMPLERS, "steps": int, "options": {keyword options}}};
+    # an experiment replaces the whole dict. Empty: one setting "sample", config.sample's sampler.
+    c.eval.settings = ml_collections.ConfigDict()
+    c.eval.grid_size = 64  # Samples shown in each setting's grid.
+    c.eval.kid_subsets = 100  # KID's random subsets and their size (Binkowski et al. 2018: 100 of 1000).
+    c.eval.kid_subset_size = 1000
+    c.eval.pr_neighbours = 3  # k of improved precision/recall (Kynkaanniemi et al. 2019).
+    c.eval.is_splits = 10  # Inception Score splits; IS only when the Inception weights have a softmax head.
+    # Examples of data.eval_split for bits/dim by the probability-flow ODE (diffusion families; uniform
+    # dequantization of images); 0: skip.
+    c.eval.bpd_examples = 1000
+    c.eval.bpd_trace = "hutchinson"  # Divergence of the ODE likelihood: "hutchinson" or "exact" (small data).
+    c.eval.bpd_rtol = 1e-5  # Tolerances of its adaptive solver.
+    c.eval.bpd_atol = 1e-5
+
     # Multi-process jobs (see gl_jax/train/distributed.py); off: one process uses its local devices.
     c.distributed = ml_collections.ConfigDict()
     c.distributed.enabled = False
@@ -85,6 +117,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.distributed.cpu_collectives = "gloo"  # How CPU devices of different processes talk: "gloo" or "mpi".
     c.distributed.initialization_timeout = 300  # Seconds to wait for every process to join.
 
-    for name in ("data", "loss", "optim", "train", "sample", "distributed"):
+    for name in ("data", "loss", "optim", "train", "sample", "stats", "eval", "distributed"):
         c[name].lock()
     return c

@@ -1,12 +1,15 @@
-"""The `gl-jax` command: parses flags and hands over to `train_and_evaluate` or `sample`.
+"""The `gl-jax` command: parses flags and hands over to `train_and_evaluate`, `sample`, `compute_stats` or
+`evaluate`.
 
-  gl-jax --config experiments/digits_vp.py[:variant] --workdir DIR --mode train|sample \
+  gl-jax --config experiments/digits_vp.py[:variant] --workdir DIR --mode train|sample|eval \
          [--config.optim.lr=1e-4 ...]
+  gl-jax --config experiments/digits_vp.py[:variant] --mode stats    # reference statistics for FID
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from absl import app, flags
@@ -14,9 +17,16 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder; an existing one is resumed.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample"], "What to run.")
-flags.mark_flags_as_required(["config", "workdir"])
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "The run's folder; an existing one is resumed. Not needed by --mode stats."
+)
+_MODE = flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "sample", "stats", "eval"],
+    "What to run: train; sample or eval the latest checkpoint; stats: the data's reference statistics.",
+)
+flags.mark_flags_as_required(["config"])
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -32,7 +42,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> None:
     del argv
-    from gl_jax.train import loop  # Deferred: `--help` should not wait for JAX.
+    if _WORKDIR.value is None and _MODE.value != "stats":
+        sys.exit(f"gl-jax: error: --mode {_MODE.value} needs --workdir (the run's folder).")
+    from gl_jax.train import evaluate, loop, reference_stats  # Deferred: `--help` should not wait for JAX.
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # Quiet JAX/TFDS chatter; keep our own INFO lines.
     logging.getLogger("gl_jax").setLevel(logging.INFO)
@@ -40,14 +52,21 @@ def main(argv: list[str]) -> None:
     try:
         if _MODE.value == "train":
             loop.train_and_evaluate(config, _WORKDIR.value)
-        else:
+        elif _MODE.value == "sample":
             loop.sample(config, _WORKDIR.value)
+        elif _MODE.value == "stats":
+            reference = reference_stats.compute_stats(config)
+            print(f"Reference statistics of {reference.stats.num} examples in {reference.path}")
+        else:
+            evaluate.evaluate(config, _WORKDIR.value)
+            print(f"Evaluation report in {os.path.join(os.path.abspath(_WORKDIR.value), 'eval/report.json')}")
     except (
         loop.NonFiniteLossError,
         loop.WorkdirError,
         loop.CheckpointError,
         ValueError,
         FileNotFoundError,
+        ImportError,  # The one-time conversion of the FID Inception weights needs PyTorch.
     ) as e:
         sys.exit(f"gl-jax: error: {e}")
 

@@ -22,7 +22,7 @@ from gl_jax.data.sources import DataSpec
 from gl_jax.losses.score import denoising_score_matching
 from gl_jax.models.registry import build_model
 from gl_jax.parametrization import PREDICTIONS, convert
-from gl_jax.samplers import SAMPLERS
+from gl_jax.samplers import SAMPLERS, SampleResult
 from gl_jax.samplers.conditional import guided_score
 from gl_jax.sde import (
     EDMSDE,
@@ -240,6 +240,38 @@ class ScoreDiffusion:
 
     def sample(self, params: Any, key: jax.Array, num: int) -> jax.Array:
         """`num` samples; a class-conditional model gets labels 0, 1, ..., cycling, one class per row."""
+        result = self.sample_with(
+            params, key, num, sampler=self.sampler, steps=self.sample_steps, options=self.sample_options
+        )
+        return result.x
+
+    def sample_with(
+        self,
+        params: Any,
+        key: jax.Array,
+        num: int,
+        *,
+        sampler: str,
+        steps: int,
+        options: tuple[tuple[str, Any], ...] = (),
+    ) -> SampleResult:
+        """`num` samples from a given sampler, with the number of score evaluations it used.
+
+        The same model and labels as `sample` (which uses the config's sampler), for comparing samplers on
+        one checkpoint (`--mode eval`).
+
+        Args:
+          params: network parameters.
+          key: PRNG key.
+          num: number of samples (static under `jax.jit`).
+          sampler: a name in `gl_jax.samplers.SAMPLERS`.
+          steps: the sampler's `steps`.
+          options: the sampler's other keyword options as `(name, value)` pairs (hashable, so they can be
+            bound before `jax.jit`).
+
+        Returns:
+          `SampleResult(x [num, *data_shape], nfe)`; nfe counts evaluations of the guided score as one.
+        """
         if self.num_classes:
             labels = jnp.arange(num) % self.num_classes  # [num]
             if self.guidance == 1.0:
@@ -251,6 +283,5 @@ class ScoreDiffusion:
                 )
         else:
             score = self.score_fn(params)
-        sampler = SAMPLERS[self.sampler]
         shape = (num, *self.data_shape)
-        return sampler(key, score, self.sde, shape, steps=self.sample_steps, **dict(self.sample_options)).x
+        return SAMPLERS[sampler](key, score, self.sde, shape, steps=steps, **dict(options))

@@ -1,0 +1,256 @@
+"""`--mode stats` and `--mode eval`: cached reference statistics, a report from a trained digits run, exact
+resumption after SIGKILL, and bad input answered with one clear line.
+
+The runs are tiny (the digits smoke config: 16 reference images, 2 batches of 16 samples), since the FID
+Inception takes ~0.2 s per image on a small CPU. The subprocesses share a persistent compilation cache, so
+only the first one compiles the sampler and the Inception network.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from gl_jax.eval.frechet import fid_from_stats, gaussian_statistics
+from tests.conftest import REPO, load_config
+from tests.eval.conftest import require_torchscript_weights
+
+DIGITS = str(REPO / "experiments" / "digits_vp.py") + ":smoke"
+METRICS = ("nfe", "fid", "kid_mean", "kid_std", "precision", "recall", "bits_per_dim", "num_samples")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """Converted Inception weights (`$GL_JAX_CACHE`) and a compilation cache for the subprocesses."""
+    from gl_jax.eval.convert_inception import convert_and_cache
+
+    folder = tmp_path_factory.mktemp("gl_jax_cache")
+    convert_and_cache(require_torchscript_weights(), cache_path=folder / "inception_fid.msgpack")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    """A digits smoke run trained for 2 steps (its checkpoint is what `--mode eval` reads)."""
+    from gl_jax.train.loop import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("digits_run")
+    config = load_config("digits_vp", "smoke")
+    config.data.data_dir = data_dir
+    config.train.num_steps = 2
+    config.train.steps_per_call = 1
+    config.train.log_every = 2
+    config.train.checkpoint_every = 2
+    train_and_evaluate(config, str(workdir))
+    return workdir
+
+
+def _env(cache, data_dir):
+    return {
+        **os.environ,
+        "TFDS_DATA_DIR": data_dir,
+        "JAX_PLATFORMS": "cpu",
+        "GL_JAX_CACHE": str(cache),
+        "JAX_COMPILATION_CACHE_DIR": str(cache / "jax"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+
+
+def _args(mode, workdir, stats):
+    args = ["-m", "gl_jax.main", "--config", DIGITS, "--mode", mode, f"--config.stats.path={stats}"]
+    args += ["--config.stats.max_images=16"]
+    return args + (["--workdir", str(workdir)] if workdir else [])
+
+
+def _cli(mode, workdir, stats, *, cache, data_dir):
+    return subprocess.run(
+        [sys.executable, *_args(mode, workdir, stats)],
+        env=_env(cache, data_dir),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+
+
+def _copy_run(trained, path):
+    shutil.copytree(trained / "checkpoints", path / "checkpoints")
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference_eval(tmp_path_factory, trained, cache, data_dir):
+    """An uninterrupted evaluation, whose reference statistics are computed on the fly."""
+    workdir = _copy_run(trained, tmp_path_factory.mktemp("eval_ref"))
+    stats = workdir / "stats.npz"
+    proc = _cli("eval", workdir, stats, cache=cache, data_dir=data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir, stats, proc
+
+
+def test_stats_mode_writes_dataset_statistics_and_reuses_them(tmp_path, cache, data_dir):
+    from gl_jax.data.pipeline import load_arrays, make_dataset
+    from gl_jax.data.sources import open_dataset
+    from gl_jax.eval.features import dataset_statistics, inception_extractor
+    from gl_jax.eval.inception import load_inception_params
+    from gl_jax.train import reference_stats
+
+    stats = tmp_path / "digits_stats.npz"
+    proc = _cli("stats", None, stats, cache=cache, data_dir=data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert str(stats) in proc.stdout and stats.exists()
+    assert "img/s" in proc.stderr  # The progress bar shows the rate.
+
+    # The same images, batches and network, through `dataset_statistics` directly.
+    config = load_config("digits_vp", "smoke")
+    config.data.data_dir = data_dir
+    config.stats.path, config.stats.max_images = str(stats), 16
+    spec, sources = open_dataset(config.data.name, data_dir=data_dir)
+    arrays = {k: v[:16] for k, v in load_arrays(sources["train"], spec).items()}
+    batches = make_dataset(
+        arrays, spec, batch_size=16, seed=0, shuffle=False, repeat=False, drop_remainder=False
+    )
+    extractor = inception_extractor(load_inception_params(cache / "inception_fid.msgpack"), batch_size=16)
+    want = dataset_statistics(iter(batches), extractor=extractor)
+    with np.load(stats) as f:
+        assert int(f["num"]) == want.num == 16 and f["features"].shape == (16, 2048)
+        np.testing.assert_allclose(f["mu"], want.mu, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(f["sigma"], want.sigma, rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(gaussian_statistics(f["features"]).sigma, want.sigma, rtol=1e-4, atol=1e-7)
+
+    def exploding(images):
+        raise AssertionError("the cached statistics should have been reused")
+
+    again = reference_stats.compute_stats(config, extractor=exploding)
+    assert again.path == str(stats) and again.stats.num == 16
+    with np.load(stats) as f:
+        np.testing.assert_array_equal(again.stats.sigma, f["sigma"])
+
+
+def test_eval_writes_report_and_grids(reference_eval):
+    workdir, stats, proc = reference_eval
+    assert stats.exists()  # Computed on the fly: it was missing.
+    assert "sample/s" in proc.stderr and str(workdir / "eval" / "report.json") in proc.stdout
+    report = json.loads((workdir / "eval" / "report.json").read_text())
+    assert report["checkpoint_step"] == 2 and report["use_ema"] is True
+    entry = report["settings"]["em_10"]
+    assert entry["sampler"] == "euler_maruyama" and entry["steps"] == 10 and entry["nfe"] == 10
+    assert entry["num_samples"] == 32 and entry["checkpoint_step"] == 2 and entry["seconds"] > 0
+    for name in ("fid", "kid_mean", "kid_std", "precision", "recall", "bits_per_dim"):
+        assert np.isfinite(entry[name]), (name, entry)
+    assert entry["fid"] > 0 and 0 <= entry["precision"] <= 1 and 0 <= entry["recall"] <= 1
+    assert "inception_score" not in entry  # The converted weights have no softmax head.
+    bpd = report["bits_per_dim"]
+    assert bpd["examples"] == 8 and bpd["nfe"] > 0 and 0 < bpd["bits_per_dim"] < 64
+    assert (workdir / "eval" / "em_10.png").stat().st_size > 200
+
+
+def test_eval_resumes_after_sigkill_with_the_same_numbers(tmp_path, reference_eval, trained, cache, data_dir):
+    ref_dir, stats, _ = reference_eval
+    workdir = _copy_run(trained, tmp_path / "run")
+    state = workdir / "eval" / "progress" / "settings" / "em_10" / "state.json"
+    proc = subprocess.Popen(
+        [sys.executable, *_args("eval", workdir, stats)],
+        env=_env(cache, data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    start = time.time()
+    while not state.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() - start < 300, "no progress was saved"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert json.loads(state.read_text())["done"] == 1  # Killed between the two batches.
+    assert not (workdir / "eval" / "report.json").exists()
+
+    rerun = _cli("eval", workdir, stats, cache=cache, data_dir=data_dir)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    want = json.loads((ref_dir / "eval" / "report.json").read_text())
+    got = json.loads((workdir / "eval" / "report.json").read_text())
+    for name in METRICS:
+        assert got["settings"]["em_10"][name] == want["settings"]["em_10"][name], name
+    assert got["bits_per_dim"]["bits_per_dim"] == want["bits_per_dim"]["bits_per_dim"]
+
+
+def test_eval_without_checkpoint_is_one_line_naming_workdir_and_fix(tmp_path, data_dir):
+    from gl_jax.train import evaluate
+    from gl_jax.train.checkpoint import CheckpointError  # gl-jax prints it as "gl-jax: error: <message>".
+
+    config = load_config("digits_vp", "smoke")
+    config.data.data_dir = data_dir
+    for workdir in (tmp_path / "missing", tmp_path):
+        (tmp_path / "checkpoints").mkdir(exist_ok=True)  # The second: a folder with no checkpoint in it.
+        with pytest.raises(CheckpointError) as info:
+            evaluate.evaluate(config, str(workdir))
+        message = str(info.value)
+        assert "\n" not in message and message.startswith(f"No checkpoint in {workdir}/checkpoints")
+        assert "--mode train" in message
+
+
+def test_unknown_sampler_in_settings_names_the_valid_ones(tmp_path, data_dir):
+    import ml_collections
+
+    from gl_jax.samplers import SAMPLERS
+    from gl_jax.train import evaluate
+
+    config = load_config("digits_vp", "smoke")
+    config.data.data_dir = data_dir
+    config.eval.settings = ml_collections.ConfigDict({"fast": {"sampler": "ddmi", "steps": 10}})
+    with pytest.raises(ValueError, match=r"Unknown sampler 'ddmi' in config.eval.settings.fast") as info:
+        evaluate.evaluate(config, str(tmp_path))
+    assert all(name in str(info.value) for name in SAMPLERS) and "Did you mean 'ddim'?" in str(info.value)
+    config.eval.settings = ml_collections.ConfigDict(
+        {"fast": {"sampler": "ddim", "steps": 10, "options": {"eta_": 1}}}
+    )
+    with pytest.raises(ValueError, match=r"config.eval.settings.fast.options.eta_.*Did you mean 'eta'"):
+        evaluate.evaluate(config, str(tmp_path))
+    config.eval.settings = ml_collections.ConfigDict({"fast": {"sampler": "ddim", "step": 10}})
+    with pytest.raises(ValueError, match=r"config.eval.settings.fast.step'. Did you mean 'steps'"):
+        evaluate.evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("n, d", [(5, 16), (16, 16), (40, 16)])
+def test_fid_of_few_samples_matches_fid_from_stats(n, d):
+    from gl_jax.train.evaluate import _fid
+
+    rng = np.random.default_rng(n)
+    features = rng.normal(size=(n, d)) * rng.uniform(0.5, 2.0, d)
+    reference = gaussian_statistics(rng.normal(size=(3 * d, d)) + 0.3)
+    want = fid_from_stats(gaussian_statistics(features), reference)
+    # fid_from_stats takes square roots of the D - N + 1 zero eigenvalues of a singular covariance as
+    # rounded (each ~1e-8 times the scale), which bounds the agreement for N <= D.
+    assert _fid(features, reference) == pytest.approx(want, rel=1e-7)
+
+
+def test_progress_resumes_only_with_the_same_fingerprint(tmp_path):
+    from gl_jax.train.evaluate import _Progress
+
+    folder = str(tmp_path / "unit")
+    progress = _Progress(folder, {"checkpoint_step": 2, "setting": ("ddim", 10)})
+    progress.save(0, {"pool": np.ones((2, 3))}, seconds=1.5)
+    (tmp_path / "unit" / "batch_000001.npz.tmp1.npz").write_bytes(b"half")  # A killed write.
+    again = _Progress(folder, {"checkpoint_step": 2, "setting": ["ddim", 10]})  # Lists equal tuples.
+    assert again.done == 1 and again.seconds == 1.5 and not list((tmp_path / "unit").glob("*.tmp*"))
+    np.testing.assert_array_equal(again.load()[0]["pool"], np.ones((2, 3)))
+    other = _Progress(folder, {"checkpoint_step": 4, "setting": ["ddim", 10]})  # A newer checkpoint.
+    assert other.done == 0 and other.load() == [] and not (tmp_path / "unit" / "batch_000000.npz").exists()
+
+
+def test_empty_settings_mean_the_configs_sampler():
+    from gl_jax.train.evaluate import EvalSetting, eval_settings
+
+    config = load_config("digits_vp", "smoke")
+    assert [s.name for s in eval_settings(config)] == ["em_10"]
+    config.eval.settings = type(config.eval.settings)()
+    assert eval_settings(config) == [EvalSetting("sample", None, None)]
