@@ -41,6 +41,21 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.sample.sampler = "dpm_solver_pp"
     c.sample.steps = 20
     c.sample.num_samples = 64
+    # --mode eval: the fastest solvers at NFE 10, 20, 35 and 100 (EDM's Heun at 18 levels is 35 NFE).
+    c.eval.num_samples = 10_000
+    c.eval.batch_size = 250
+    c.eval.bpd_examples = 1000
+    settings = {
+        "dpm_solver_pp_2m_10": dict(sampler="dpm_solver_pp", steps=10),
+        "unipc_3_10": dict(sampler="unipc", steps=10, options=dict(order=3)),
+        "dpm_solver_pp_2m_20": dict(sampler="dpm_solver_pp", steps=20),
+        "unipc_3_20": dict(sampler="unipc", steps=20, options=dict(order=3)),
+        "edm_heun_35": dict(sampler="edm", steps=18),
+        "dpm_solver_pp_3m_35": dict(sampler="dpm_solver_pp", steps=35, options=dict(order=3)),
+        "dpm_solver_pp_3m_100": dict(sampler="dpm_solver_pp", steps=100, options=dict(order=3)),
+        "ddim_100": dict(sampler="ddim", steps=100),
+    }
+    c.eval.settings = ml_collections.ConfigDict(settings)
     if variant == "smoke":
         c.model.variant = "tiny"
         c.data.batch_size = 8
@@ -50,6 +65,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.train.eval_every = 0
         c.sample.steps = 4
         c.sample.num_samples = 4
+        c.eval.num_samples = 8
+        c.eval.batch_size = 8
+        c.eval.bpd_examples = 4
+        c.stats.max_images = 16
+        c.eval.settings = ml_collections.ConfigDict(dict(unipc_3_4=settings["unipc_3_10"] | dict(steps=4)))
     elif variant:
         raise ValueError(f"Unknown variant {variant!r} of fashion_mnist_ddpmpp; use '' or 'smoke'.")
     return c
