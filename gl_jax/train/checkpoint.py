@@ -278,3 +278,31 @@ class Checkpointer:
                 if not self._failed:
                     raise self._save_error(None, e) from e
                 log.debug("Further error of the failed save: %s", e)
+                self._drain()
+
+    def _drain(self) -> None:
+        """Waits out and shuts down orbax's background writers after a failed save.
+
+        The manager's own `close` re-raises the stored save error before it shuts anything down, so
+        queued metadata writes and array writes of the failed step could otherwise land after this
+        returns (recreating a partial folder that a restart has just removed).
+        """
+        manager = self._manager
+        parts = (
+            getattr(manager, "_checkpointer", None),
+            getattr(manager, "_non_blocking_metadata_store", None),
+            getattr(manager, "_blocking_metadata_store", None),
+        )
+        for part in parts:
+            if part is None:
+                continue
+            for _ in range(64):  # Each call raises at most one stored error and drops that write.
+                try:
+                    part.wait_until_finished()
+                    break
+                except Exception as e:  # noqa: BLE001 - errors of the save already reported.
+                    log.debug("Further error of the failed save: %s", e)
+            try:
+                part.close()
+            except Exception as e:  # noqa: BLE001
+                log.debug("Further error of the failed save: %s", e)
