@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 from gl_jax.data.fashion_mnist import FashionMnist
 from gl_jax.data.sklearn_digits import SklearnDigits
 from gl_jax.data.synthetic import SyntheticImages
+from gl_jax.data.text import TextFile
 from gl_jax.data.toy import Toy
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ BUILDERS = {
     "fashion_mnist": FashionMnist,
     "toy": Toy,
     "synthetic_images": SyntheticImages,
+    "text": TextFile,
 }
 
 

@@ -14,6 +14,7 @@ with a fixed number of shards computes the same numbers on any number of process
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from jax.experimental import multihost_utils
 from gl_jax.data.pipeline import load_arrays, make_dataset, make_iterator
 from gl_jax.data.sources import open_dataset
 from gl_jax.eval import plots
-from gl_jax.families.base import Family, build_family
+from gl_jax.families.base import Family, build_family, make_family_optimizer
 from gl_jax.train import distributed, parallel
 from gl_jax.train.checkpoint import Checkpointer, CheckpointError
 from gl_jax.train.optim import make_optimizer
@@ -167,7 +168,10 @@ class _Run:
         self.sample_fn = jax.jit(self.family.sample, static_argnums=(2,))
         self.loss_fn = jax.jit(self.family.loss)
         optim = {k: v for k, v in config.optim.items() if k != "grad_accum_steps"}  # A step option.
-        self.tx = make_optimizer(**optim, total_steps=config.train.num_steps)
+        # A family may give parameter groups their own optimizers (a GAN's two players); `base` is the
+        # config's optimizer with some options replaced.
+        base = functools.partial(make_optimizer, **{**optim, "total_steps": config.train.num_steps})
+        self.tx = make_family_optimizer(self.family, base)
         self.mesh = parallel.make_mesh()
         key = jax.random.key(config.seed)
         self.init_key, self.step_key, self.sample_key = jax.random.split(key, 3)
