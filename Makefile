@@ -34,6 +34,10 @@ bench-install: $(PY)
 bench: bench-install
 	$(PY) -m benchmarks.p1_sampler_error
 	$(PY) -m benchmarks.p2_likelihood_speed
+	$(PY) -m benchmarks.p3_train_throughput
+	$(PY) -m benchmarks.p4_sampler_speed
+	$(PY) -m benchmarks.p5_time_to_first_step
+	$(PY) -m benchmarks.families
 
 lint: $(PY)
 	$(VENV)/bin/ruff check gl_jax tests experiments benchmarks
