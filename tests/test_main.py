@@ -12,8 +12,9 @@ from tests.conftest import REPO
 TOY = str(REPO / "experiments" / "toy_vp.py") + ":smoke"
 
 
-def _cli(*args, data_dir):
-    env = {**os.environ, "TFDS_DATA_DIR": data_dir, "JAX_PLATFORMS": "cpu"}
+def _cli(*args, data_dir, **env_vars):
+    env = {**os.environ, "TFDS_DATA_DIR": data_dir, "JAX_PLATFORMS": "cpu", **env_vars}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     return subprocess.run(
         [sys.executable, "-m", "gl_jax.main", *args],
         env=env,
@@ -25,12 +26,16 @@ def _cli(*args, data_dir):
 
 
 def test_cli_train_then_sample(tmp_path, data_dir):
-    proc = _cli("--config", TOY, "--workdir", str(tmp_path), "--config.optim.lr=5e-4", data_dir=data_dir)
+    # The CLI keeps JAX's persistent compilation cache in $GL_JAX_CACHE/jax (every compilation, here).
+    cache = {"GL_JAX_CACHE": str(tmp_path / "cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    run = tmp_path / "run"
+    proc = _cli("--config", TOY, "--workdir", str(run), "--config.optim.lr=5e-4", data_dir=data_dir, **cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step/s" in proc.stderr  # The progress bar shows the rate.
-    proc = _cli("--config", TOY, "--workdir", str(tmp_path), "--mode", "sample", data_dir=data_dir)
+    assert len(os.listdir(tmp_path / "cache" / "jax")) >= 2  # At least the init and the train step.
+    proc = _cli("--config", TOY, "--workdir", str(run), "--mode", "sample", data_dir=data_dir, **cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "samples" / "samples.npz").exists()
+    assert (run / "samples" / "samples.npz").exists()
 
 
 @pytest.mark.parametrize(
