@@ -1,0 +1,185 @@
+"""P4: a 50-step DDIM sampler (eta = 0) wholly under one `jax.jit` vs diffusers' per-step Python loop.
+
+Both sides sample from the same network: DDPM's CIFAR-10 U-Net (multipliers 1-2-2-2, 2 residual blocks,
+attention at 16x16) at a base width of `--ch` channels, 64 by default instead of the published 128 so that
+a run takes minutes on 2 CPU cores (the published width costs 4x the time on both sides: pass `--ch 128`).
+gl_jax builds it as `UNet.from_variant("ddpm-cifar10", ch=...)` inside the diffusion family of score_sde's
+`vp/ddpm` row (DDPM's 1,000 linear betas), diffusers as `UNet2DModel` with the same configuration
+(`benchmarks.p3_train_throughput.diffusers_ddpm_unet`); random weights, nothing downloaded; parameter
+counts are printed and must match.
+
+  * gl_jax: `jax.jit` of `ScoreDiffusion.sample_with(params, key, batch, sampler="ddim", steps=50,
+    options=(("eta", 0.0),))`: the prior draw, the 50 network evaluations and DDIM updates in one
+    `lax.scan`, one compiled call. Compilation is timed separately and excluded from the rate.
+  * diffusers: `DDIMPipeline(unet, DDIMScheduler(1000 linear betas))(batch_size, num_inference_steps=50,
+    eta=0.0, output_type="np")`: its Python loop calls the network and `DDIMScheduler.step` once per step
+    under `torch.no_grad()`, network in eval mode (dropout off on both sides), progress bar off.
+
+The grids differ slightly (gl_jax: 51 times uniform in t from 1 to 1/1000; diffusers: "leading" spacing,
+timesteps 980, 960, ..., 0), which does not change the cost. Both run in float32.
+
+Method: one process; the two samplers alternate (gl_jax, diffusers, diffusers, gl_jax, ...) for `--repeats`
+rounds after a warm-up call each; samples/s = batch / median wall time; ratio = gl_jax's samples/s over
+diffusers' (goal: >= 2x). To show where the time goes, one network evaluation on the same batch is also
+timed alone in each framework (jitted apply; `unet(x, t)` under no_grad), and "loop overhead" = sampler
+time - 50 x that evaluation, per step. PyTorch runs with 1 intra-op thread by default: with other jobs on
+the 2 cores, its default of 2 threads ran 2-6x slower (see P3); `--torch-threads 0` restores the default.
+
+Run (after `make bench-install`; ~4 minutes at the defaults on 2 busy CPU cores):
+  .venv/bin/python -m benchmarks.p4_sampler_speed [--ch 64] [--batch 4] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.p3_train_throughput import GLJAX_ROW, IMAGE_SHAPE, diffusers_ddpm_unet
+from gl_jax.data.sources import DataSpec
+from gl_jax.families.base import build_family
+from gl_jax.published_configs import score_sde_cifar10
+
+STEPS = 50
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench(ch: int, batch: int, repeats: int, torch_threads: int) -> dict:
+    import torch
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+
+    # gl_jax: the family of score_sde's vp/ddpm row with a `ch`-wide network.
+    config = score_sde_cifar10(GLJAX_ROW)
+    config.model.ch = ch
+    family = build_family(config, DataSpec("cifar10-shaped", "image", IMAGE_SHAPE, 256, None, {}))
+    params = jax.jit(family.init)(jax.random.key(0))
+    ours_params = sum(x.size for x in jax.tree.leaves(params))
+    options = (("eta", 0.0),)
+    sample = jax.jit(
+        lambda p, k: family.sample_with(p, k, batch, sampler="ddim", steps=STEPS, options=options).x
+    )
+    key = jax.random.key(1)
+    start = time.perf_counter()
+    compiled = sample.lower(params, key).compile()
+    compile_s = time.perf_counter() - start
+    ours = lambda: jax.block_until_ready(compiled(params, key))
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, *IMAGE_SHAPE)), jnp.float32)
+    t = jnp.full((batch,), 0.5)
+    predict = jax.jit(family.predict).lower(params, x, t).compile()
+    ours_eval = lambda: jax.block_until_ready(predict(params, x, t))
+
+    # diffusers: the same network in its DDIM pipeline.
+    torch.manual_seed(0)
+    unet = diffusers_ddpm_unet(ch=ch).eval()
+    peer_params = sum(p.numel() for p in unet.parameters())
+    pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear"))
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(0)
+    peer = lambda: pipe(
+        batch_size=batch, generator=generator, eta=0.0, num_inference_steps=STEPS, output_type="np"
+    )
+    xt = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous()
+    tt = torch.full((batch,), 500)
+
+    def peer_eval():
+        with torch.no_grad():
+            unet(xt, tt)
+
+    for fn in (ours, peer, ours_eval, peer_eval):
+        fn()  # Warm-up.
+    times = {"ours": [], "peer": [], "ours_eval": [], "peer_eval": []}
+    for r in range(repeats):
+        pairs = [("ours", ours), ("peer", peer)]
+        for name, fn in pairs if r % 2 == 0 else pairs[::-1]:
+            times[name].append(_time(fn))
+    for r in range(3 * repeats):
+        pairs = [("ours_eval", ours_eval), ("peer_eval", peer_eval)]
+        for name, fn in pairs if r % 2 == 0 else pairs[::-1]:
+            times[name].append(_time(fn))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return dict(
+        ch=ch,
+        batch=batch,
+        params=(ours_params, peer_params),
+        compile_s=compile_s,
+        med=med,
+        ranges={k: (min(v), max(v)) for k, v in times.items()},
+        torch_threads=torch.get_num_threads(),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ch", type=int, nargs="+", default=[64], help="Base width(s) of the U-Net.")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--torch-threads", type=int, default=1, help="0: PyTorch's default.")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    results = [bench(ch, args.batch, args.repeats, args.torch_threads) for ch in args.ch]
+    load_after = os.getloadavg()
+    print(
+        f"DDIM, {STEPS} steps, eta = 0, batch {args.batch}, float32; {args.repeats} interleaved runs each "
+        f"(median); nice {os.nice(0)}; load average (1/5/15 min) before {_load(load_before)}, after "
+        f"{_load(load_after)}; {os.cpu_count()} CPU cores; JAX {jax.__version__}, PyTorch "
+        f"{results[0]['torch_threads']} thread(s).\n"
+    )
+    header = (
+        "U-Net (ch)",
+        "parameters",
+        "implementation",
+        "wall (s)",
+        "range (s)",
+        "samples/s",
+        "ratio (goal >= 2x)",
+        "one eval (ms)",
+        "loop overhead / step (ms)",
+        "compile (s)",
+    )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for res in results:
+        med, rng = res["med"], res["ranges"]
+        ratio = med["peer"] / med["ours"]
+        for who, name in (("ours", "gl_jax: one jit (lax.scan)"), ("peer", "diffusers DDIMPipeline loop")):
+            overhead = (med[who] - STEPS * med[f"{who}_eval"]) / STEPS
+            cells = (
+                str(res["ch"]),
+                f"{res['params'][0 if who == 'ours' else 1]:,}",
+                name,
+                f"{med[who]:.2f}",
+                f"{rng[who][0]:.2f}-{rng[who][1]:.2f}",
+                f"{res['batch'] / med[who]:.3f}",
+                f"{ratio:.2f}x" if who == "ours" else "1.00x",
+                f"{1e3 * med[f'{who}_eval']:.1f}",
+                f"{1e3 * overhead:.1f}",
+                f"{res['compile_s']:.1f}" if who == "ours" else "-",
+            )
+            print("| " + " | ".join(cells) + " |")
+    print(
+        "\nratio = gl_jax samples/s / diffusers samples/s. loop overhead / step = (wall - 50 x one eval) / 50"
+        ": what a step costs besides the network (negative values are timing noise). When the network "
+        "dominates, the ratio tends to the ratio of the two frameworks' network evaluations."
+    )
+
+
+def _load(avg) -> str:
+    return "/".join(f"{v:.1f}" for v in avg)
+
+
+if __name__ == "__main__":
+    main()
