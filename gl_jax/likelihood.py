@@ -230,7 +230,7 @@ def bits_per_dim(
 
       bpd = -logp / (D ln 2) + log2(levels / 2),
 
-    i.e. -log2 of the scaling derivative |dx/du| = 2 / levels per dimension: +7 bits for 8-bit data,
+    i.e. -log2 of the scaling derivative `|dx/du|` = 2 / levels per dimension: +7 bits for 8-bit data,
     as score_sde's `bpd = -logp / (D ln 2) + 7` (Song et al. 2021, appendix D; written there as 8 bits for
     the [0, 256) -> [0, 1) scaling minus log2 of the [0, 1) -> [-1, 1) Jacobian 2, i.e. 8 - 1).
     A uniform density on [-1, 1]^D (logp = -D ln 2) gives exactly log2(levels) bits/dim.

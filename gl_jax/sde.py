@@ -49,7 +49,9 @@ class GaussianDiffusion(abc.ABC):
     """A diffusion x_t = alpha(t) x_0 + sigma(t) eps on t in [t_min, T], with a standard-normal-like prior.
 
     Subclasses define `alpha(t)` and `sigma(t)`; everything else follows. Concrete processes are frozen
-    dataclasses, so equal settings compare equal and can be static arguments of `jax.jit`. Attributes:
+    dataclasses, so equal settings compare equal and can be static arguments of `jax.jit`.
+
+    Attributes:
       T: final time, where x_T is (close to) the prior.
       t_min: smallest time used for training and where samplers stop (avoids the singular score at t=0).
     """

@@ -17,7 +17,7 @@ to a score first, see `gl_jax.parametrization`), so the minimiser is the score o
 
 Times are drawn by `time_sampling`: "uniform" on [t_min, T]; "discrete" on the process's grid of levels
 (DDPM's timesteps, NCSN's noise scales); "log_snr", uniform in log-SNR, which is importance sampling for
-the likelihood weighting (the density |d lambda/dt| is g^2/sigma^2, so the weighted integrand becomes
+the likelihood weighting (the density `|d lambda/dt|` is g^2/sigma^2, so the weighted integrand becomes
 constant in t; Song et al. 2021b, sec. 5; Kingma et al. 2021, appendix I.2) with the importance weight
 applied so the objective is unchanged; "edm", ln(sigma/alpha) ~ N(p_mean, p_std^2), EDM's training
 distribution (which defines its objective).
@@ -168,7 +168,7 @@ def vdm_elbo(
     """The continuous-time variational bound of VDM (Kingma et al. 2021, eq. 11 and 17), per example.
 
     Discrete data k in {0, ..., levels - 1} sits at the bin centres x = 2 (k + 1/2) / levels - 1 (VDM's
-    convention). With gamma(t) = -log SNR(t) and z_t = alpha_t x + sigma_t eps on [t_min, T],
+    convention). With gamma(t) = -log SNR(t) and z_t = alpha_t x + sigma_t eps on [t_min, T]::
 
       -log p(x) <= KL(q(z_T | x) || N(0, I))                                        (prior)
                    - E log p(x | z_{t_min})                                         (reconstruction)

@@ -1,6 +1,7 @@
 """The published noise-conditional U-Nets: DDPM, DDPM++ and NCSN++ (also in EDM's sizes), as one module.
 
 One `UNet` covers
+
   * DDPM (Ho et al. 2020, appendix B; `diffusion_tf/models/unet.py`): DDPM residual blocks, positional
     time embedding, strided-convolution down / nearest+convolution up, attention after every block of an
     attention resolution;
@@ -11,12 +12,15 @@ One `UNet` covers
     ("deep") residual blocks per resolution;
   * EDM's DDPM++ and NCSN++ (Karras et al. 2022, `SongUNet` with channel multipliers 2-2-2): the same
     networks on three resolutions.
+
 Named sizes come from the single table `VARIANTS`; build one with `UNet.from_variant(name, **overrides)`.
 
 What `cond` means is the caller's choice and must match how the network was trained:
+
   * DDPM / DDPM++ (positional embedding): the discrete step index or 999 t for t in [0, 1] (score_sde);
   * NCSN++ (Fourier embedding): log(sigma) (score_sde embeds the log of the VE noise level);
   * EDM: c_noise = ln(sigma) / 4 (`gl_jax.models.preconditioning.EDMUNet` and `EDMPrecond` do this).
+
 The network returns its raw output, shaped like x; score_sde's `scale_by_sigma` (VE score = F / sigma) and
 EDM's preconditioning belong to the caller. Inputs are expected centred (e.g. in [-1, 1]).
 """

@@ -85,7 +85,8 @@ def dpm_solver(
 ) -> SampleResult:
     """Singlestep DPM-Solver-1/2/3 in the noise prediction (Lu et al. 2022a).
 
-    With h = lambda_t - lambda_s and eps_s = eps_hat(x_s, s), one interval [s, t] is
+    With h = lambda_t - lambda_s and eps_s = eps_hat(x_s, s), one interval [s, t] is::
+
       order 1 (DPM-Solver-1 = DDIM, eq. 3.7):  x_t = alpha_t / alpha_s x_s - sigma_t (e^h - 1) eps_s;
       order 2 (Algorithm 1, r1 = 1/2): an order-1 step to s1 = t_lambda(lambda_s + r1 h) gives u, then
         x_t = alpha_t / alpha_s x_s - sigma_t (e^h - 1) [eps_s + (eps(u, s1) - eps_s) / (2 r1)];

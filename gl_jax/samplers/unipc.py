@@ -1,7 +1,7 @@
 """UniPC: a unified predictor-corrector for the probability-flow ODE (Zhao et al. 2023, "UniPC").
 
 In the data prediction and the half log-SNR lambda = log(alpha / sigma) (see `gl_jax.samplers.dpm_solver`),
-one step from t_i to t_{i+1} with h = lambda_{i+1} - lambda_i and the past predictions m_i, m_{i-1}, ... is
+one step from t_i to t_{i+1} with h = lambda_{i+1} - lambda_i and the past predictions m_i, m_{i-1}, ... is::
 
   UniP-p (predictor):  x~_{i+1} = sigma_{i+1}/sigma_i x_i - alpha_{i+1} (e^{-h} - 1) m_i
                                   - alpha_{i+1} B(-h) sum_{k<p} a_k D_k / r_k,

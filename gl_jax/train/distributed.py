@@ -4,7 +4,7 @@ Each process runs the same program; after `initialize`, `jax.devices()` lists ev
 the train step's mesh spans them all, and each process feeds only its own shard of the data
 (`parallel.shard_batch`). On CPU, cross-process collectives go over gloo (TCP), so several processes on
 one machine (or several machines) can train together with `--xla_force_host_platform_device_count` host
-devices each:
+devices each::
 
   for i in 0 1; do
     XLA_FLAGS=--xla_force_host_platform_device_count=2 gl-jax --config experiments/toy_vp.py \\

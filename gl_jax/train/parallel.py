@@ -63,7 +63,7 @@ def shard_batch(batch: dict, mesh: Mesh, *, steps_per_call: int = 1) -> dict:
       steps_per_call: k when batches of k fused steps are stacked on a leading axis.
 
     Returns:
-      Global `jax.Array`s sharded over the mesh's data axis.
+      Global `jax.Array` objects sharded over the mesh's data axis.
     """
     sharding = batch_sharding(mesh, steps_per_call=steps_per_call)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
