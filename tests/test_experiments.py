@@ -16,7 +16,9 @@ needs_fashion = pytest.mark.skipif(
 
 
 @pytest.mark.parametrize(
-    "name", ["toy_vp", "digits_vp", pytest.param("fashion_mnist_vp", marks=needs_fashion)]
+    # fashion_mnist_vp's smoke run repeats digits_vp's on larger images: slow, run with -m slow.
+    "name",
+    ["toy_vp", "digits_vp", pytest.param("fashion_mnist_vp", marks=[needs_fashion, pytest.mark.slow])],
 )
 def test_smoke_variant_trains_and_samples(name, tmp_path, data_dir):
     config = load_config(name, "smoke")
