@@ -20,6 +20,17 @@ Columns:
 
 Diffusion and latent diffusion sample with the config's sampler at `--sample_steps` steps.
 
+Recorded run (2026-11-26, `--budget_s 150 --num_fid 500 --num_eval 128`, load average 3.3-4.5 on the 2
+cores from other jobs, so few steps each; a budget this small ranks how fast each family starts learning,
+not what it reaches):
+
+  family          steps  train s  bits/dim     FD
+  diffusion          60      174    11.909  435.8
+  gan                60      201         -  357.9
+  vae               180      166     3.976  252.7
+  autoregressive     40      228     5.162  410.8
+  latent            220      157         -  324.3
+
 Run:
   .venv/bin/python -m benchmarks.families                        # 10 minutes per family, ~1.5 h on 2 cores
   .venv/bin/python -m benchmarks.families --tiny                 # smoke configs, seconds per family

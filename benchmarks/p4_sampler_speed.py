@@ -25,6 +25,11 @@ timed alone in each framework (jitted apply; `unet(x, t)` under no_grad), and "l
 time - 50 x that evaluation, per step. PyTorch runs with 1 intra-op thread by default: with other jobs on
 the 2 cores, its default of 2 threads ran 2-6x slower (see P3); `--torch-threads 0` restores the default.
 
+Recorded run (2026-11-26, ch 64, batch 4, load average 2.5-2.8 on the 2 cores): gl_jax 6.71 s per 50-step
+batch (0.596 samples/s, one network evaluation 122 ms, 12 ms per step besides it), diffusers 8.21 s (0.487
+samples/s, evaluation 160 ms, 4 ms besides it): 1.22x. The network is nearly all of the time on a CPU, so
+the ratio is that of the two evaluations; the Python loop's cost that one jit removes is small here.
+
 Run (after `make bench-install`; ~4 minutes at the defaults on 2 busy CPU cores):
   .venv/bin/python -m benchmarks.p4_sampler_speed [--ch 64] [--batch 4] [--repeats 3]
 """
