@@ -49,6 +49,13 @@ Recorded run (2026-11-26, batch 8, 5 repeats, load average 2.6-2.9 on the 2 core
 gl_jax 4.07 s per step (range 2.10-4.18), 1.97 images/s; PyTorch with 1 intra-op thread 3.41 s, 2.35
 images/s: 0.84x. Step memory (peak RSS during steps - RSS after imports): gl_jax 1,880 MiB (XLA's plan
 1,249 MiB), PyTorch 1,154 MiB. XLA's cost analysis: 282 GFLOP per step.
+`--attempts` the same day (load 2.5-3.2; gl_jax s / PyTorch s per step, ratio): default 4.13 / 3.57, 0.86x;
+YNNPACK off 3.60 / 3.53, 0.98x (the fastest gl_jax step); YNNPACK elementwise + reduce fusions 4.36 /
+4.33, 0.99x; fast math 0.85x; vector width 512 0.88x; FAST_RUNTIME preset 4.11 / 4.66, 1.13x; gl_jax on
+1 core 0.83x; matmul precision bf16 0.87x; bf16 compute 3.91 / 3.50, 0.90x; remat dots 1.10x (PyTorch's
+step was slow in that pair); remat full 0.71x. The spread of one setting's steps (2.1-4.2 s for the
+default) is larger than the differences between settings: on this shared 2-core machine none is a
+clear win, and none reaches 1.0x beyond the noise.
 
 Run (after `make bench-install`; a few minutes on 2 CPU cores, most of it XLA's compilation and
 PyTorch's steps):
