@@ -505,8 +505,7 @@ def _restore_params(run: loop._Run, workdir: str) -> tuple[Any, int]:
     if restored is None:
         raise CheckpointError(_no_checkpoint(workdir))
     state, _ = restored
-    params = state.ema_params if run.config.sample.use_ema else state.params
-    return params, int(state.step)
+    return loop.sampling_params(state, run.config), int(state.step)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

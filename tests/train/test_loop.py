@@ -11,6 +11,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 
@@ -250,3 +251,22 @@ def test_full_disk_while_saving_is_one_clear_error_and_keeps_previous_checkpoint
     assert [p for p in (tmp_path / "checkpoints").iterdir() if "tmp" in p.name]
     Checkpointer(str(tmp_path / "checkpoints")).close()
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if "tmp" in p.name]
+
+
+def test_sampling_with_an_ema_still_near_its_initialisation_warns_and_names_the_fix(caplog):
+    import ml_collections
+
+    from gl_jax.train.loop import sampling_params
+
+    config = ml_collections.ConfigDict({"sample": {"use_ema": True}, "train": {"ema_decay": 0.999}})
+    state = TrainState.create(params={"w": jnp.ones(())}, tx=optax.sgd(0.1))
+    early = state.replace(step=jnp.asarray(846), ema_params={"w": jnp.zeros(())})
+    with caplog.at_level("WARNING", logger="gl_jax"):
+        assert float(sampling_params(early, config)["w"]) == 0.0  # The EMA parameters all the same.
+    assert "43% of them" in caplog.text and "--config.sample.use_ema=False" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gl_jax"):
+        sampling_params(early.replace(step=jnp.asarray(5000)), config)  # 0.7% left: no warning.
+    assert not caplog.text
+    config.sample.use_ema = False
+    assert float(sampling_params(early, config)["w"]) == 1.0
