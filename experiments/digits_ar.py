@@ -11,7 +11,7 @@ Target: well below log2(17) = 4.09 bits/dim (a uniform model); samples that look
 
 import ml_collections
 
-from gl_jax.configs import base_config
+from gl_jax.configs import base_config, two_step_run
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -38,12 +38,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.model.num_layers = 1
         c.model.d_model = 16
         c.model.num_heads = 2
-        c.data.batch_size = 16
-        c.train.num_steps = 2
-        c.train.log_every = 1
-        c.train.checkpoint_every = 2
-        c.train.eval_every = 0
-        c.sample.num_samples = 4
+        two_step_run(c, batch_size=16)
     elif variant:
         raise ValueError(f"Unknown variant {variant!r} of digits_ar; use '' or 'smoke'.")
     c.ar.lock()  # Unknown keys fail here, as in base_config's sections.

@@ -13,7 +13,7 @@ Target: samples that look like digits (no published number for this dataset); se
 
 import ml_collections
 
-from gl_jax.configs import base_config
+from gl_jax.configs import base_config, two_step_run
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -47,12 +47,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.model.latent_dim = 8
         c.model.generator_width = 4
         c.model.discriminator_width = 4
-        c.data.batch_size = 16
-        c.train.num_steps = 2
-        c.train.log_every = 1
-        c.train.checkpoint_every = 2
-        c.train.eval_every = 0
-        c.sample.num_samples = 4
+        two_step_run(c, batch_size=16)
     elif variant:
         raise ValueError(f"Unknown variant {variant!r} of digits_gan; use '' or 'smoke'.")
     c.gan.lock()  # Unknown keys fail here, as in base_config's sections.

@@ -12,7 +12,7 @@ are decoder means, so blurry digits.
 
 import ml_collections
 
-from gl_jax.configs import base_config
+from gl_jax.configs import base_config, two_step_run
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -40,12 +40,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.sample.num_samples = 100
     if variant == "smoke":
         c.model.width = 8
-        c.data.batch_size = 16
-        c.train.num_steps = 2
-        c.train.log_every = 1
-        c.train.checkpoint_every = 2
-        c.train.eval_every = 0
-        c.sample.num_samples = 4
+        two_step_run(c, batch_size=16)
     elif variant:
         raise ValueError(f"Unknown variant {variant!r} of digits_vae; use '' or 'smoke'.")
     c.vae.lock()  # Unknown keys fail here, as in base_config's sections.

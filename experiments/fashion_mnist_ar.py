@@ -12,7 +12,7 @@ Target: well below 8 bits/dim (uniform); a CPU run of the default takes hours.
 
 import ml_collections
 
-from gl_jax.configs import base_config
+from gl_jax.configs import base_config, two_step_run
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -40,13 +40,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.model.num_layers = 1
         c.model.d_model = 16
         c.model.num_heads = 2
-        c.data.batch_size = 4
-        c.train.num_steps = 2
-        c.train.steps_per_call = 1
-        c.train.log_every = 1
-        c.train.checkpoint_every = 2
-        c.train.eval_every = 0
-        c.sample.num_samples = 2
+        two_step_run(c, batch_size=4, num_samples=2)
     elif variant:
         raise ValueError(f"Unknown variant {variant!r} of fashion_mnist_ar; use '' or 'smoke'.")
     c.ar.lock()  # Unknown keys fail here, as in base_config's sections.

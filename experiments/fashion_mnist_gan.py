@@ -11,7 +11,7 @@ Target: recognisable garments in samples/*.png; a CPU run of the default is abou
 
 import ml_collections
 
-from gl_jax.configs import base_config
+from gl_jax.configs import base_config, two_step_run
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -45,13 +45,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.model.latent_dim = 8
         c.model.generator_width = 4
         c.model.discriminator_width = 4
-        c.data.batch_size = 8
-        c.train.num_steps = 2
-        c.train.steps_per_call = 1
-        c.train.log_every = 1
-        c.train.checkpoint_every = 2
-        c.train.eval_every = 0
-        c.sample.num_samples = 4
+        two_step_run(c, batch_size=8)
     elif variant:
         raise ValueError(f"Unknown variant {variant!r} of fashion_mnist_gan; use '' or 'smoke'.")
     c.gan.lock()  # Unknown keys fail here, as in base_config's sections.

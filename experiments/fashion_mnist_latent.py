@@ -17,7 +17,7 @@ import os
 
 import ml_collections
 
-from gl_jax.configs import base_config
+from gl_jax.configs import base_config, two_step_run
 
 
 def _vae_config(variant: str) -> ml_collections.ConfigDict:
@@ -73,13 +73,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.model.channels = 4
         c.model.num_res_blocks = 1
         c.model.attention_resolutions = ()
-        c.data.batch_size = 8
-        c.train.num_steps = 2
-        c.train.steps_per_call = 1
-        c.train.log_every = 1
-        c.train.checkpoint_every = 2
-        c.train.eval_every = 0
+        two_step_run(c, batch_size=8)
         c.sample.steps = 5
-        c.sample.num_samples = 4
     c.latent.lock()  # Unknown keys fail here, as in base_config's sections.
     return c

@@ -12,7 +12,7 @@ Target: elbo_bpd well below 8 bits/dim (uniform); a CPU run of the default is ab
 
 import ml_collections
 
-from gl_jax.configs import base_config
+from gl_jax.configs import base_config, two_step_run
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -43,13 +43,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.model.width = 8
         c.model.channel_mults = (1, 2)
         c.model.latent_channels = 2
-        c.data.batch_size = 8
-        c.train.num_steps = 2
-        c.train.steps_per_call = 1
-        c.train.log_every = 1
-        c.train.checkpoint_every = 2
-        c.train.eval_every = 0
-        c.sample.num_samples = 4
+        two_step_run(c, batch_size=8)
     elif variant:
         raise ValueError(f"Unknown variant {variant!r} of fashion_mnist_vae; use '' or 'smoke'.")
     c.vae.lock()  # Unknown keys fail here, as in base_config's sections.

@@ -120,3 +120,17 @@ def base_config() -> ml_collections.ConfigDict:
     for name in ("data", "loss", "optim", "train", "sample", "stats", "eval", "distributed"):
         c[name].lock()
     return c
+
+
+def two_step_run(c: ml_collections.ConfigDict, *, batch_size: int, num_samples: int = 4) -> None:
+    """Makes `c` a smoke run: 2 steps of `batch_size`, both logged, one checkpoint, `num_samples` samples.
+
+    The training part of every config's `smoke` variant; each variant shrinks its own network beside it.
+    """
+    c.data.batch_size = batch_size
+    c.train.num_steps = 2
+    c.train.steps_per_call = 1
+    c.train.log_every = 1
+    c.train.checkpoint_every = 2
+    c.train.eval_every = 0
+    c.sample.num_samples = num_samples

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from gl_jax.configs import base_config
+from gl_jax.configs import base_config, two_step_run
 
 __all__ = ["SCORE_SDE_ROWS", "score_sde_cifar10", "edm_cifar10", "published_targets"]
 
@@ -66,16 +66,10 @@ def published_targets(row: str) -> dict[str, float]:
 def _smoke(c: ml_collections.ConfigDict, *, tiny: str) -> None:
     """Shrinks a full config to seconds on a CPU: tiny network, generated data, a few steps."""
     c.data.name = "synthetic_images/32x32x3"
-    c.data.batch_size = 8
     c.model.variant = tiny
-    c.train.num_steps = 2
-    c.train.steps_per_call = 1
-    c.train.log_every = 1
-    c.train.checkpoint_every = 2
-    c.train.eval_every = 0
+    two_step_run(c, batch_size=8)
     c.optim.warmup_steps = 0
     c.sample.steps = 4
-    c.sample.num_samples = 4
 
 
 def score_sde_cifar10(row: str, variant: str = "") -> ml_collections.ConfigDict:
