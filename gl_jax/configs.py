@@ -61,6 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 500  # Sample grid every this many steps (0: only at the end).
     c.train.max_to_keep = 3
     c.train.ema_decay = 0.999
+    # min(ema_decay, (1 + n) / (10 + n)) at update n (TensorFlow's EMA warm-up): for short runs, where the
+    # fixed decay would keep ema_decay^num_steps of the random initialisation in the average.
+    c.train.ema_warmup = False
     c.train.on_nonfinite = "stop"  # "stop": stop with the step named; "skip": skip the update, go on.
     c.train.compute_dtype = "float32"  # "bfloat16": bf16 forward/backward, fp32 weights, loss, gradients.
     c.train.remat = "none"  # jax.checkpoint of the loss: "none", "full" (recompute all) or "dots".
@@ -71,6 +74,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample.num_samples = 64
     c.sample.use_ema = True
     c.sample.guidance = 1.0  # Classifier-free guidance weight for class-conditional models (1: none).
+    # Keep the denoised estimate in the data range while sampling images: "none", "static" (clip to
+    # [-1, 1], Ho et al. 2020) or "dynamic" (Saharia et al. 2022); gl_jax/samplers/thresholding.py.
+    c.sample.threshold = "none"
     # Keyword options of the sampler, e.g. {"predictor": "reverse_diffusion", "snr": 0.16} for "pc";
     # an experiment replaces the whole dict.
     c.sample.options = ml_collections.ConfigDict()

@@ -254,3 +254,29 @@ def test_empty_settings_mean_the_configs_sampler():
     assert [s.name for s in eval_settings(config)] == ["em_10"]
     config.eval.settings = type(config.eval.settings)()
     assert eval_settings(config) == [EvalSetting("sample", None, None)]
+
+
+def test_threshold_of_a_setting_defaults_to_the_configs_and_is_checked(tmp_path, data_dir):
+    import types
+
+    import ml_collections
+
+    from gl_jax.train import evaluate
+    from gl_jax.train.evaluate import _resolve, _setting_fingerprint, eval_settings
+
+    config = load_config("digits_vp", "smoke")
+    config.sample.threshold = "dynamic"
+    config.eval.settings = ml_collections.ConfigDict(
+        {"a": {"sampler": "ddim", "steps": 4}, "b": {"sampler": "ddim", "steps": 4, "threshold": "static"}}
+    )
+    run = types.SimpleNamespace(config=config, family=types.SimpleNamespace(sample_with=None))
+    a, b = (_resolve(run, s) for s in eval_settings(config))
+    assert (a.threshold, b.threshold) == ("dynamic", "static")
+    # Samples drawn with another threshold are not resumed as these.
+    assert _setting_fingerprint(config, a, 2) != _setting_fingerprint(config, b, 2)
+    config.eval.settings.b.threshold = "statc"
+    config.data.data_dir = data_dir
+    with pytest.raises(
+        ValueError, match=r"Unknown threshold 'statc' in config.eval.settings.b.threshold.*'static'"
+    ):
+        evaluate.evaluate(config, str(tmp_path))

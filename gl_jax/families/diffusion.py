@@ -24,6 +24,7 @@ from gl_jax.models.registry import build_model
 from gl_jax.parametrization import PREDICTIONS, convert
 from gl_jax.samplers import SAMPLERS, SampleResult
 from gl_jax.samplers.conditional import guided_score
+from gl_jax.samplers.thresholding import THRESHOLDS, thresholded_score
 from gl_jax.sde import (
     EDMSDE,
     VESDE,
@@ -103,6 +104,8 @@ class ScoreDiffusion:
       sample_steps: number of sampler steps.
       sample_options: the sampler's keyword options as `(name, value)` pairs (hashable, so the family
         can be a static argument of `jax.jit`).
+      threshold: thresholding of the denoised estimate while sampling, "none", "static" or "dynamic"
+        (`gl_jax.samplers.thresholding`; for data scaled to [-1, 1]).
     """
 
     model: nn.Module
@@ -117,6 +120,7 @@ class ScoreDiffusion:
     sampler: str = "euler_maruyama"
     sample_steps: int = 500
     sample_options: tuple[tuple[str, Any], ...] = ()
+    threshold: str = "none"
 
     def __post_init__(self):
         if self.prediction not in PREDICTIONS:
@@ -125,6 +129,8 @@ class ScoreDiffusion:
             raise ValueError(
                 f"Unknown noise_cond {self.noise_cond!r}; choose one of {sorted(NOISE_CONDITIONS)}."
             )
+        if self.threshold not in THRESHOLDS:
+            raise ValueError(f"Unknown threshold {self.threshold!r}; choose one of {THRESHOLDS}.")
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, spec: DataSpec) -> ScoreDiffusion:
@@ -146,6 +152,11 @@ class ScoreDiffusion:
                     f"Unknown config key 'config.sample.options.{name}' for sampler "
                     f"{config.sample.sampler!r}.{hint} Valid keys: {sorted(accepted)}."
                 )
+        if config.sample.threshold != "none" and spec.kind != "image":
+            raise ValueError(
+                f"config.sample.threshold={config.sample.threshold!r} keeps samples in the image range "
+                f"[-1, 1]; dataset {spec.name!r} is not images, so set config.sample.threshold='none'."
+            )
         num_classes = _model_attr(model, "num_classes", 0)
         if num_classes and spec.num_classes is None:
             raise ValueError(
@@ -167,6 +178,7 @@ class ScoreDiffusion:
             sample_options=tuple(
                 sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items())
             ),
+            threshold=config.sample.threshold,
         )
 
     @property
@@ -254,6 +266,7 @@ class ScoreDiffusion:
         sampler: str,
         steps: int,
         options: tuple[tuple[str, Any], ...] = (),
+        threshold: str | None = None,
     ) -> SampleResult:
         """`num` samples from a given sampler, with the number of score evaluations it used.
 
@@ -268,6 +281,8 @@ class ScoreDiffusion:
           steps: the sampler's `steps`.
           options: the sampler's other keyword options as `(name, value)` pairs (hashable, so they can be
             bound before `jax.jit`).
+          threshold: thresholding of the denoised estimate ("none", "static", "dynamic"); None: the
+            family's `threshold`.
 
         Returns:
           `SampleResult(x [num, *data_shape], nfe)`; nfe counts evaluations of the guided score as one.
@@ -283,5 +298,7 @@ class ScoreDiffusion:
                 )
         else:
             score = self.score_fn(params)
+        threshold = self.threshold if threshold is None else threshold
+        score = thresholded_score(score, self.sde, method=threshold)
         shape = (num, *self.data_shape)
         return SAMPLERS[sampler](key, score, self.sde, shape, steps=steps, **dict(options))

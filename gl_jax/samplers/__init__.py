@@ -12,6 +12,7 @@ from gl_jax.samplers.edm import edm_sampler
 from gl_jax.samplers.euler_maruyama import euler_maruyama
 from gl_jax.samplers.ode import ode_sampler
 from gl_jax.samplers.pc import pc_sampler
+from gl_jax.samplers.thresholding import THRESHOLDS, threshold_x0, thresholded_score
 from gl_jax.samplers.unipc import unipc
 
 # Names a config may use for `config.sample.sampler`.
@@ -29,6 +30,7 @@ SAMPLERS = {
 __all__ = [
     "SAMPLERS",
     "SampleResult",
+    "THRESHOLDS",
     "classifier_guided_score",
     "colorize",
     "ddim",
@@ -40,6 +42,8 @@ __all__ = [
     "inpaint",
     "ode_sampler",
     "pc_sampler",
+    "threshold_x0",
+    "thresholded_score",
     "time_grid",
     "unipc",
 ]

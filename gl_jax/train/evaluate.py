@@ -49,7 +49,7 @@ from gl_jax.eval.inception_score import inception_score
 from gl_jax.eval.mmd import kernel_inception_distance
 from gl_jax.eval.precision_recall import precision_recall
 from gl_jax.likelihood import TRACES, bits_per_dim, ode_log_likelihood, uniform_dequantize
-from gl_jax.samplers import SAMPLERS
+from gl_jax.samplers import SAMPLERS, THRESHOLDS
 from gl_jax.train import loop
 from gl_jax.train.checkpoint import Checkpointer, CheckpointError
 from gl_jax.train.reference_stats import ReferenceStats, compute_stats, feature_extractor, feature_kind
@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 # Folded into the run's seed first, so evaluation keys never coincide with the trainer's.
 _EVAL_TAG = 0x45564C
-_SETTING_KEYS = ("sampler", "steps", "options")
+_SETTING_KEYS = ("sampler", "steps", "options", "threshold")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -76,12 +76,15 @@ class EvalSetting:
       sampler: a name in `SAMPLERS`, or None for the family's configured sampler (`config.sample`).
       steps: the sampler's `steps` (None with `sampler=None`).
       options: the sampler's other keyword options, `(name, value)` pairs sorted by name.
+      threshold: thresholding of the denoised estimate ("none", "static", "dynamic"), or None for
+        `config.sample.threshold`.
     """
 
     name: str
     sampler: str | None
     steps: int | None
     options: tuple[tuple[str, Any], ...] = ()
+    threshold: str | None = None
 
 
 def _hashable(value: Any) -> Any:
@@ -136,7 +139,7 @@ def eval_settings(config: ml_collections.ConfigDict) -> list[EvalSetting]:
                     f"Valid keys: {list(_SETTING_KEYS)}."
                 )
         if "sampler" not in setting or "steps" not in setting:
-            raise ValueError(f"{where} needs 'sampler' and 'steps' (and optionally 'options').")
+            raise ValueError(f"{where} needs 'sampler' and 'steps' (and optionally 'options', 'threshold').")
         sampler = setting["sampler"]
         if sampler not in SAMPLERS:
             raise ValueError(
@@ -147,7 +150,13 @@ def eval_settings(config: ml_collections.ConfigDict) -> list[EvalSetting]:
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"{where}.steps must be an integer >= 1, got {steps!r}.")
         options = _sampler_options(sampler, setting.get("options"), f"{where}.options")
-        out.append(EvalSetting(name, sampler, steps, options))
+        threshold = setting.get("threshold")
+        if threshold is not None and threshold not in THRESHOLDS:
+            raise ValueError(
+                f"Unknown threshold {threshold!r} in {where}.threshold; choose one of {THRESHOLDS}."
+                f"{_nearest(threshold, THRESHOLDS)}"
+            )
+        out.append(EvalSetting(name, sampler, steps, options, threshold))
     return out
 
 
@@ -264,17 +273,22 @@ def _resolve(run: loop._Run, setting: EvalSetting) -> EvalSetting:
     """
     config = run.config
     if not hasattr(run.family, "sample_with"):
-        if setting.sampler is not None:
+        if setting.sampler is not None or (setting.threshold or config.sample.threshold) != "none":
             raise ValueError(
-                f"Family {config.family!r} samples one way only; leave config.eval.settings empty "
-                f"(setting {setting.name!r} names sampler {setting.sampler!r})."
+                f"Family {config.family!r} samples one way only; leave config.eval.settings empty and "
+                f"config.sample.threshold 'none' (setting {setting.name!r})."
             )
         return setting
+    threshold = setting.threshold if setting.threshold is not None else config.sample.threshold
     if setting.sampler is not None:
-        return setting
+        return dataclasses.replace(setting, threshold=threshold)
     options = _sampler_options(config.sample.sampler, config.sample.options, "config.sample.options")
     return dataclasses.replace(
-        setting, sampler=config.sample.sampler, steps=config.sample.steps, options=options
+        setting,
+        sampler=config.sample.sampler,
+        steps=config.sample.steps,
+        options=options,
+        threshold=threshold,
     )
 
 
@@ -285,7 +299,11 @@ def _sample_fn(run: loop._Run, setting: EvalSetting) -> Callable[[Any, jax.Array
         fn = jax.jit(family.sample, static_argnums=(2,))
         return lambda params, key, num: (fn(params, key, num), None)
     bound = functools.partial(
-        family.sample_with, sampler=setting.sampler, steps=setting.steps, options=setting.options
+        family.sample_with,
+        sampler=setting.sampler,
+        steps=setting.steps,
+        options=setting.options,
+        threshold=setting.threshold,
     )
     fn = jax.jit(bound, static_argnums=(2,))
     return lambda params, key, num: tuple(fn(params, key, num))
@@ -564,6 +582,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "sampler": setting.sampler,
             "steps": setting.steps,
             "options": _canonical(dict(setting.options)),
+            "threshold": setting.threshold,
         }
         nfe = [int(b["nfe"]) for b in batches if "nfe" in b]
         entry["nfe"] = float(np.mean(nfe)) if nfe else None

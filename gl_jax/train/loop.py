@@ -36,7 +36,7 @@ from gl_jax.train.checkpoint import Checkpointer, CheckpointError
 from gl_jax.train.optim import make_optimizer
 from gl_jax.train.precision import COMPUTE_DTYPES
 from gl_jax.train.state import TrainState
-from gl_jax.train.step import REMAT_POLICIES, make_train_step
+from gl_jax.train.step import REMAT_POLICIES, ema_init_weight, make_train_step
 from gl_jax.train.writers import MetricsWriter, read_metrics
 
 __all__ = ["train_and_evaluate", "sample", "NonFiniteLossError", "WorkdirError"]
@@ -297,6 +297,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     train_step = make_train_step(
         run.family.loss,
         ema_decay=t.ema_decay,
+        ema_warmup=t.ema_warmup,
         grad_accum_steps=config.optim.grad_accum_steps,
         compute_dtype=COMPUTE_DTYPES[t.compute_dtype],
         remat_policy=REMAT_POLICIES[t.remat],
@@ -412,19 +413,20 @@ def _evaluate(run: _Run, state: TrainState, step: int, workdir: str, writer: Met
 def sampling_params(state: TrainState, config: ml_collections.ConfigDict) -> dict:
     """The parameters to sample or evaluate with: the EMA ones if `config.sample.use_ema`, else the raw ones.
 
-    Warns when the EMA still holds much of the random initialisation: after n steps its weight on the
-    initial parameters is ema_decay^n (43% after 846 steps at 0.999), and samples from it are noise however
-    well the raw parameters have trained.
+    Warns when the EMA still holds much of the random initialisation: after n steps without warm-up its
+    weight on the initial parameters is ema_decay^n (43% after 846 steps at 0.999), and samples from it are
+    noise however well the raw parameters have trained.
     """
     if not config.sample.use_ema:
         return state.params
     step, decay = int(state.step), float(config.train.ema_decay)
-    left = decay**step
+    left = ema_init_weight(step, decay, warmup=bool(config.train.ema_warmup))
     if left > 0.1:
         log.warning(
             "Sampling with the EMA parameters at step %d: with config.train.ema_decay=%g, %.0f%% of them is "
-            "still the random initialisation, so samples will be poor. Train longer, or pass "
-            "--config.sample.use_ema=False to use the raw parameters.",
+            "still the random initialisation, so samples will be poor. Train longer (or train with "
+            "--config.train.ema_warmup=True), or pass --config.sample.use_ema=False to use the raw "
+            "parameters.",
             step,
             decay,
             100 * left,

@@ -14,12 +14,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from gl_jax.train.precision import with_compute_dtype
 from gl_jax.train.state import TrainState
 
-__all__ = ["make_train_step", "LossFn", "REMAT_POLICIES"]
+__all__ = ["make_train_step", "ema_decay_at", "ema_init_weight", "LossFn", "REMAT_POLICIES"]
 
 LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
 
@@ -48,10 +49,33 @@ def _micro_batches(tree: Any, num: int) -> Any:
     return jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // num, num, *x.shape[1:]), 0, 1), tree)
 
 
+def ema_decay_at(step: jax.Array | int, decay: float, *, warmup: bool) -> jax.Array:
+    """The EMA decay used by update number `step` (0-based).
+
+    With warm-up, min(decay, (1 + step) / (10 + step)), the `num_updates` rule of TensorFlow's
+    `tf.train.ExponentialMovingAverage`: the average forgets the random initialisation within the first
+    updates instead of over ~1 / (1 - decay) of them. Without, the fixed `decay` (score_sde's EMA).
+    """
+    decay = jnp.asarray(decay, jnp.float32)
+    if not warmup:
+        return decay
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_init_weight(step: int, decay: float, *, warmup: bool) -> float:
+    """Weight of the initial parameters in the EMA after `step` updates: the product of the decays."""
+    if not warmup:
+        return float(decay) ** int(step)
+    n = np.arange(int(step), dtype=np.float64)
+    return float(np.exp(np.sum(np.log(np.minimum(float(decay), (1.0 + n) / (10.0 + n))))))
+
+
 def make_train_step(
     loss_fn: LossFn,
     *,
     ema_decay: float = 0.999,
+    ema_warmup: bool = False,
     axis_name: str | None = None,
     grad_accum_steps: int = 1,
     compute_dtype: Any | None = None,
@@ -85,6 +109,8 @@ def make_train_step(
       loss_fn: `loss_fn(params, batch, keys) -> (loss, metrics)` with `keys` `[B]` per-example PRNG keys
         (B the batch size this call sees) and `loss` the batch mean.
       ema_decay: decay of the parameter EMA (score_sde uses 0.9999 for DDPM++, 0.999 for NCSN++).
+      ema_warmup: use `ema_decay_at`'s warm-up, min(ema_decay, (1 + n) / (10 + n)) at update n; for short
+        runs, where ema_decay^num_steps of the initialisation would otherwise stay in the average.
       axis_name: the pmap axis name when the step runs under `jax.pmap` (gradients and metrics are
         averaged over it); None under `jax.jit`.
       grad_accum_steps: k; the batch is cut into k micro-batches whose gradients are summed in fp32 inside
@@ -151,7 +177,11 @@ def make_train_step(
 
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
+        if ema_warmup:
+            d = ema_decay_at(state.step, ema_decay, warmup=True)
+            ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, state.ema_params, params)
+        else:  # The fixed decay as a Python float, so existing runs compute bit-for-bit as before.
+            ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
         # A non-finite step leaves everything but the counter as it was, so nothing saved is poisoned.
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         new_state = state.replace(

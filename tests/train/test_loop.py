@@ -258,7 +258,9 @@ def test_sampling_with_an_ema_still_near_its_initialisation_warns_and_names_the_
 
     from gl_jax.train.loop import sampling_params
 
-    config = ml_collections.ConfigDict({"sample": {"use_ema": True}, "train": {"ema_decay": 0.999}})
+    config = ml_collections.ConfigDict(
+        {"sample": {"use_ema": True}, "train": {"ema_decay": 0.999, "ema_warmup": False}}
+    )
     state = TrainState.create(params={"w": jnp.ones(())}, tx=optax.sgd(0.1))
     early = state.replace(step=jnp.asarray(846), ema_params={"w": jnp.zeros(())})
     with caplog.at_level("WARNING", logger="gl_jax"):
@@ -267,6 +269,10 @@ def test_sampling_with_an_ema_still_near_its_initialisation_warns_and_names_the_
     caplog.clear()
     with caplog.at_level("WARNING", logger="gl_jax"):
         sampling_params(early.replace(step=jnp.asarray(5000)), config)  # 0.7% left: no warning.
+    assert not caplog.text
+    config.train.ema_warmup = True  # The warm-up forgets the initialisation in the first updates.
+    with caplog.at_level("WARNING", logger="gl_jax"):
+        sampling_params(early, config)
     assert not caplog.text
     config.sample.use_ema = False
     assert float(sampling_params(early, config)["w"]) == 1.0

@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from gl_jax.train import TrainState, make_optimizer, make_train_step, parallel
+from gl_jax.train.step import ema_decay_at, ema_init_weight
 
 
 def test_loss_equal_on_1_device_4_devices_and_pmap():
@@ -62,6 +63,31 @@ def test_step_updates_params_and_ema_exactly():
     # The step key is folded with the step: the next step draws other noise.
     _, metrics2 = step(state, batch, jax.random.key(0))
     assert float(metrics2["noise_mean"]) != float(metrics["noise_mean"])
+
+
+def test_ema_warmup_follows_tensorflows_rule_and_forgets_the_initialisation():
+    decay = 0.999
+    step = jax.jit(
+        make_train_step(lambda p, b, k: (jnp.sum(p["w"] * 0.0), {}), ema_decay=decay, ema_warmup=True)
+    )
+    # A zero loss leaves w at 1; the EMA starts at 0 (as if initialised apart) and follows
+    # e_{n+1} = d_n e_n + (1 - d_n) w with d_n = min(decay, (1 + n) / (10 + n)).
+    state = TrainState.create(params={"w": jnp.ones(())}, tx=optax.sgd(0.1)).replace(
+        ema_params={"w": jnp.zeros(())}
+    )
+    want = 0.0
+    for n in range(30):
+        state, _ = step(state, {"x": jnp.zeros((2,))}, jax.random.key(0))
+        d = min(decay, (1 + n) / (10 + n))
+        want = d * want + (1 - d)
+        np.testing.assert_allclose(float(state.ema_params["w"]), want, rtol=1e-5)
+    # 1 - e is the weight left on the initialisation: the product of the decays.
+    np.testing.assert_allclose(1.0 - want, ema_init_weight(30, decay, warmup=True), rtol=1e-4)
+    assert ema_init_weight(30, decay, warmup=True) < 1e-6 < 0.97 < ema_init_weight(30, decay, warmup=False)
+    # (1 + n) / (10 + n) reaches 0.999 at n = 8991.
+    np.testing.assert_allclose(float(ema_decay_at(5000, decay, warmup=True)), 5001 / 5010, rtol=1e-7)
+    assert float(ema_decay_at(9000, decay, warmup=True)) == np.float32(decay)
+    np.testing.assert_allclose(ema_init_weight(846, decay, warmup=False), 0.999**846)
 
 
 def test_nonfinite_loss_keeps_previous_state():
