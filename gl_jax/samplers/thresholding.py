@@ -85,7 +85,11 @@ def thresholded_score(
     def score(x: jax.Array, t: jax.Array) -> jax.Array:
         alpha = broadcast_to_data(sde.alpha(t), x)  # [B, 1, ...]
         var = broadcast_to_data(sde.sigma(t), x) ** 2
-        x0 = (x + var * score_fn(x, t)) / alpha
-        return (alpha * threshold_x0(x0, method=method, percentile=percentile) - x) / var
+        s = score_fn(x, t)
+        # alpha = 0 (rectified flow at t = 1): x_t holds no signal and the score does not depend on x0.
+        has_signal = alpha > 1e-12
+        safe_alpha = jnp.where(has_signal, alpha, 1.0)
+        x0 = threshold_x0((x + var * s) / safe_alpha, method=method, percentile=percentile)
+        return jnp.where(has_signal, (alpha * x0 - x) / var, s)
 
     return score
