@@ -24,6 +24,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from gl_jax.parametrization import convert
 from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
 __all__ = ["THRESHOLDS", "threshold_x0", "thresholded_score"]
@@ -84,12 +85,14 @@ def thresholded_score(
 
     def score(x: jax.Array, t: jax.Array) -> jax.Array:
         alpha = broadcast_to_data(sde.alpha(t), x)  # [B, 1, ...]
-        var = broadcast_to_data(sde.sigma(t), x) ** 2
+        sigma = broadcast_to_data(sde.sigma(t), x)
         s = score_fn(x, t)
         # alpha = 0 (rectified flow at t = 1): x_t holds no signal and the score does not depend on x0.
         has_signal = alpha > 1e-12
-        safe_alpha = jnp.where(has_signal, alpha, 1.0)
-        x0 = threshold_x0((x + var * s) / safe_alpha, method=method, percentile=percentile)
-        return jnp.where(has_signal, (alpha * x0 - x) / var, s)
+        between = dict(x_t=x, alpha=jnp.where(has_signal, alpha, 1.0), sigma=sigma)
+        x0 = threshold_x0(
+            convert(s, source="score", target="x0", **between), method=method, percentile=percentile
+        )
+        return jnp.where(has_signal, convert(x0, source="x0", target="score", **between), s)
 
     return score
