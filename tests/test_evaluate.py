@@ -269,9 +269,16 @@ def test_threshold_of_a_setting_defaults_to_the_configs_and_is_checked(tmp_path,
     config.eval.settings = ml_collections.ConfigDict(
         {"a": {"sampler": "ddim", "steps": 4}, "b": {"sampler": "ddim", "steps": 4, "threshold": "static"}}
     )
-    run = types.SimpleNamespace(config=config, family=types.SimpleNamespace(sample_with=None))
+    family = types.SimpleNamespace(sample_with=None)
+    run = types.SimpleNamespace(config=config, family=family, spec=types.SimpleNamespace(kind="image"))
     a, b = (_resolve(run, s) for s in eval_settings(config))
     assert (a.threshold, b.threshold) == ("dynamic", "static")
+    # Vector data has no [-1, 1] range to keep: a setting's threshold is refused as the config's is.
+    vectors = types.SimpleNamespace(
+        config=config, family=family, spec=types.SimpleNamespace(kind="vector", name="toy")
+    )
+    with pytest.raises(ValueError, match=r"Setting 'b' has threshold 'static'.*dataset 'toy' is not images"):
+        _resolve(vectors, eval_settings(config)[1])
     # Samples drawn with another threshold are not resumed as these.
     assert _setting_fingerprint(config, a, 2) != _setting_fingerprint(config, b, 2)
     config.eval.settings.b.threshold = "statc"

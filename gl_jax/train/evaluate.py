@@ -280,6 +280,11 @@ def _resolve(run: loop._Run, setting: EvalSetting) -> EvalSetting:
             )
         return setting
     threshold = setting.threshold if setting.threshold is not None else config.sample.threshold
+    if threshold != "none" and run.spec.kind != "image":
+        raise ValueError(
+            f"Setting {setting.name!r} has threshold {threshold!r}, which keeps samples in the image range "
+            f"[-1, 1]; dataset {run.spec.name!r} is not images, so use threshold 'none'."
+        )
     if setting.sampler is not None:
         return dataclasses.replace(setting, threshold=threshold)
     options = _sampler_options(config.sample.sampler, config.sample.options, "config.sample.options")
