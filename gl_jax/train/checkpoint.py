@@ -16,6 +16,8 @@ import errno
 import logging
 import os
 import shutil
+import threading
+import time
 from typing import Any
 
 import jax
@@ -29,6 +31,9 @@ from gl_jax.train.state import TrainState
 __all__ = ["Checkpointer", "CheckpointError"]
 
 log = logging.getLogger(__name__)
+
+# How long a failed save's remaining background writes are waited for before `close` returns.
+_DRAIN_TIMEOUT_S = 120.0
 
 
 class CheckpointError(RuntimeError):
@@ -278,7 +283,9 @@ class Checkpointer:
                 if not self._failed:
                     raise self._save_error(None, e) from e
                 log.debug("Further error of the failed save: %s", e)
-                self._drain()
+            finally:
+                if self._failed:
+                    self._drain()
 
     def _drain(self) -> None:
         """Waits out and shuts down orbax's background writers after a failed save.
@@ -306,3 +313,28 @@ class Checkpointer:
                 part.close()
             except Exception as e:  # noqa: BLE001
                 log.debug("Further error of the failed save: %s", e)
+        # orbax stops waiting for a save's writes at the first that fails; the others (array shards
+        # through tensorstore, sharding and tree metadata) go on in their own one-shot threads and would
+        # write into the partial folder after this returns. Wait those out as well.
+        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+        for thread in _orbax_writers():
+            threading.Thread.join(thread, max(0.0, deadline - time.monotonic()))
+        if left := [t.name for t in _orbax_writers()]:
+            log.warning(
+                "Background writes %s of the failed save in %s still run after %.0f s; remove its "
+                "'.orbax-checkpoint-tmp' folder once this process has exited.",
+                left,
+                self.directory,
+                _DRAIN_TIMEOUT_S,
+            )
+
+
+def _orbax_writers() -> list[threading.Thread]:
+    """The live one-shot threads in which orbax runs the writes of a save (not its long-lived workers)."""
+    return [
+        t
+        for t in threading.enumerate()
+        if t is not threading.current_thread()
+        and type(t).__name__ == "_SignalingThread"
+        and type(t).__module__.startswith("orbax.")
+    ]

@@ -382,6 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     finally:
         progress.close()
         writer.close()
+        iterator.close()  # Its prefetch threads; a traceback would otherwise keep them alive.
         checkpointer.close()
     if is_main:
         records = read_metrics(workdir)
