@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import serialization
 from jax.experimental import multihost_utils
 
@@ -254,7 +255,10 @@ class Checkpointer:
     def _check_compatible(self, step: int, abstract: Any) -> None:
         """Raises when the checkpoint holds arrays of other names or shapes than the config builds."""
         try:
-            metadata = ocp.StandardCheckpointer().metadata(os.path.join(self.directory, str(step), "state"))
+            # The item handler's metadata: the checkpointer's would also look for a step-level metadata
+            # file inside the item folder and log that there is none.
+            path = epath.Path(self.directory) / str(step) / "state"
+            metadata = ocp.StandardCheckpointHandler().metadata(path)
             saved = _shapes(getattr(metadata, "item_metadata", metadata))
         except Exception:  # noqa: BLE001 - unreadable metadata: restore fails below and falls back.
             return

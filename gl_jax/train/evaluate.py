@@ -520,9 +520,7 @@ def _restore_params(run: loop._Run, workdir: str) -> tuple[Any, int]:
     folder = os.path.join(workdir, "checkpoints")
     checkpointer = Checkpointer(folder, max_to_keep=run.config.train.max_to_keep)
     try:
-        # Shapes and shardings only: compiling the initialisation (tens of seconds for a U-Net on a
-        # CPU) to build values that the restore replaces would be wasted.
-        restored = checkpointer.restore_latest(jax.eval_shape(run.init_state))
+        restored = checkpointer.restore_latest(run.abstract_state())
     finally:
         checkpointer.close()
     if restored is None:

@@ -197,11 +197,16 @@ class _Run:
             lambda i: {k: np.concatenate([p[i][k] for p in parts]) for k in parts[0][i]}
         )
 
+    def _create_state(self, key: jax.Array) -> TrainState:
+        return TrainState.create(params=self.family.init(key), tx=self.tx)
+
     def init_state(self) -> TrainState:
-        family, tx = self.family, self.tx
-        return parallel.init_replicated(
-            lambda k: TrainState.create(params=family.init(k), tx=tx), self.init_key, self.mesh
-        )
+        """The fresh state of step 0, replicated over the mesh."""
+        return parallel.init_replicated(self._create_state, self.init_key, self.mesh)
+
+    def abstract_state(self) -> TrainState:
+        """`init_state`'s shapes and shardings, computing nothing: the target a checkpoint is read into."""
+        return parallel.abstract_replicated(self._create_state, self.init_key, self.mesh)
 
     def eval_batches(self):
         """Up to 4 fixed batches of the eval split (read once)."""
@@ -285,14 +290,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         dataset = dataset.batch(k)  # [k, B, ...] per call.
     iterator = make_iterator(dataset)
 
-    state = run.init_state()
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t.max_to_keep)
-    restored = checkpointer.restore_latest(state)
+    # A resumed run reads its state straight into the layout; only a fresh one compiles the init.
+    restored = checkpointer.restore_latest(run.abstract_state())
     if restored is not None:
         state, data_state = restored
         iterator.set_state(data_state)
         if is_main:
             log.info("Resumed from step %d in %s.", int(state.step), checkpointer.directory)
+    else:
+        state = run.init_state()
 
     train_step = make_train_step(
         run.family.loss,
@@ -448,7 +455,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray:
     run = _Run(config, load_train=False)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.max_to_keep)
     try:
-        restored = checkpointer.restore_latest(run.init_state())
+        restored = checkpointer.restore_latest(run.abstract_state())
     finally:
         checkpointer.close()
     if restored is None:

@@ -25,6 +25,7 @@ __all__ = [
     "replicated",
     "batch_sharding",
     "init_replicated",
+    "abstract_replicated",
     "shard_batch",
     "compile_train_step",
     "pmap_train_step",
@@ -50,8 +51,26 @@ def batch_sharding(mesh: Mesh, *, steps_per_call: int = 1) -> NamedSharding:
 
 
 def init_replicated(init_fn: Callable[[jax.Array], Any], key: jax.Array, mesh: Mesh) -> Any:
-    """Runs `init_fn(key)` under `jax.jit` with replicated outputs: the state is born on every device."""
-    return jax.jit(init_fn, out_shardings=replicated(mesh))(key)
+    """Runs `init_fn(key)` under `jax.jit` with replicated outputs: the state is born on every device.
+
+    The program runs once, so on CPU it is compiled without XLA's backend (LLVM) optimisations: a U-Net's
+    initialisation then compiles in ~2.3 s instead of ~8.5 s here. Values may differ from an optimised
+    build in the last bit (a different rounding order), never between processes or runs of this code.
+    """
+    lowered = jax.jit(init_fn, out_shardings=replicated(mesh)).lower(key)
+    options = {"xla_backend_optimization_level": 0} if mesh.devices.flat[0].platform == "cpu" else None
+    return lowered.compile(compiler_options=options)(key)
+
+
+def abstract_replicated(init_fn: Callable[[jax.Array], Any], key: jax.Array, mesh: Mesh) -> Any:
+    """The shapes, dtypes and (replicated) shardings `init_replicated` would give, without computing it.
+
+    A restore target: a checkpoint is read straight into this layout, and nothing is compiled.
+    """
+    sharding = replicated(mesh)
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), jax.eval_shape(init_fn, key)
+    )
 
 
 def shard_batch(batch: dict, mesh: Mesh, *, steps_per_call: int = 1) -> dict:

@@ -18,7 +18,7 @@ from gl_jax.train import TrainState, make_optimizer, make_train_step, parallel
 def main():
     assert jax.device_count() == 4, jax.devices()
     family = ScoreDiffusion(
-        model=SmallUNet(channels=8, channel_mults=(1, 2), num_res_blocks=1), sde=VPSDE(), data_shape=(8, 8, 1)
+        model=SmallUNet(channels=8, channel_mults=(1,), num_res_blocks=1), sde=VPSDE(), data_shape=(8, 8, 1)
     )
     tx = make_optimizer(lr=1e-3, warmup_steps=2, grad_clip=1.0)
     rng = np.random.default_rng(0)
@@ -39,7 +39,7 @@ def main():
         out[name] = losses
         out[name + "_param_sum"] = float(sum(jnp.sum(x) for x in jax.tree.leaves(state.ema_params)))
 
-    state = TrainState.create(params=family.init(init_key), tx=tx)
+    state = TrainState.create(params=jax.jit(family.init)(init_key), tx=tx)  # Eager init is slow.
     state = parallel.replicate_for_pmap(state)
     step = parallel.pmap_train_step(make_train_step(family.loss, ema_decay=0.9, axis_name=parallel.DATA_AXIS))
     losses = []
