@@ -27,10 +27,12 @@ benchmark run; the CLI keeps one by default in `$GL_JAX_CACHE/jax`, which "no ca
 entries for every compilation over 1 s): "cold" is its first use, "warm" a later process with the same
 cache, which loads the compiled executables instead of compiling.
 
-Goal: < 60 s to the first finished step. Recorded run (2026-11-26, batch 8, load average 2.6-2.9 on the
-2 cores from other jobs): no cache 92.7 s (phases) and 91.6 s (CLI), of which XLA's compilation of the
-train step 53.8 s and of the initialisation 15.1 s; cache cold 83.3 s; cache warm 36.4 s (CLI) and 42.1 s
-(phases). A restarted run (the CLI's default cache) meets the goal; a first start on this machine does not.
+Goal: < 60 s to the first finished step. Recorded run (2026-11-26, batch 8, load average 1.2-1.6 on the
+2 cores): no cache 74.4 s (phases) and 77.5 s (CLI), of which XLA's compilation of the train step 41.6 s
+and of the initialisation 11.0 s (16.0 s in a run just before, compiled with LLVM optimisation, which
+`parallel.init_compiler_options` now turns off on CPU); cache cold 73.7 s; cache warm 41.7 s (CLI) and
+51.3 s (phases). A restarted run (the CLI's default cache) meets the goal; a first start on this machine
+does not. The warm cache does not shorten the initialisation's compile (12.2 s): not yet understood.
 
 Run:  .venv/bin/python -m benchmarks.p5_time_to_first_step [--batch 8]   (~6 minutes on 2 busy cores)
 """
@@ -111,7 +113,7 @@ def _phases_worker(args) -> None:
     )
     lowered = init.lower(init_key)
     mark("init: trace")
-    compiled_init = lowered.compile()
+    compiled_init = lowered.compile(compiler_options=parallel.init_compiler_options(mesh))
     mark("init: compile")
     state = jax.block_until_ready(compiled_init(init_key))
     mark("init: run")

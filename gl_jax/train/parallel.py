@@ -26,6 +26,7 @@ __all__ = [
     "batch_sharding",
     "init_replicated",
     "abstract_replicated",
+    "init_compiler_options",
     "shard_batch",
     "compile_train_step",
     "pmap_train_step",
@@ -58,8 +59,12 @@ def init_replicated(init_fn: Callable[[jax.Array], Any], key: jax.Array, mesh: M
     build in the last bit (a different rounding order), never between processes or runs of this code.
     """
     lowered = jax.jit(init_fn, out_shardings=replicated(mesh)).lower(key)
-    options = {"xla_backend_optimization_level": 0} if mesh.devices.flat[0].platform == "cpu" else None
-    return lowered.compile(compiler_options=options)(key)
+    return lowered.compile(compiler_options=init_compiler_options(mesh))(key)
+
+
+def init_compiler_options(mesh: Mesh) -> dict[str, int] | None:
+    """XLA options `init_replicated` compiles with: no backend optimisation on CPU, the defaults elsewhere."""
+    return {"xla_backend_optimization_level": 0} if mesh.devices.flat[0].platform == "cpu" else None
 
 
 def abstract_replicated(init_fn: Callable[[jax.Array], Any], key: jax.Array, mesh: Mesh) -> Any:
