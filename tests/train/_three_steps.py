@@ -26,11 +26,12 @@ def main():
     init_key, step_key = jax.random.key(0), jax.random.key(1)
     out = {}
 
+    def create(key):
+        return TrainState.create(params=family.init(key), tx=tx)
+
     for name, devices in (("jit_1", jax.devices()[:1]), ("jit_4", jax.devices())):
         mesh = parallel.make_mesh(devices)
-        state = parallel.init_replicated(
-            lambda k: TrainState.create(params=family.init(k), tx=tx), init_key, mesh
-        )
+        state = parallel.init_replicated(create, init_key, mesh)
         step = parallel.compile_train_step(make_train_step(family.loss, ema_decay=0.9), mesh)
         losses = []
         for b in batches:
@@ -39,7 +40,8 @@ def main():
         out[name] = losses
         out[name + "_param_sum"] = float(sum(jnp.sum(x) for x in jax.tree.leaves(state.ema_params)))
 
-    state = TrainState.create(params=jax.jit(family.init)(init_key), tx=tx)  # Eager init is slow.
+    # The same initial values as above (the same compiled init), then one copy per device.
+    state = parallel.init_replicated(create, init_key, parallel.make_mesh(jax.devices()[:1]))
     state = parallel.replicate_for_pmap(state)
     step = parallel.pmap_train_step(make_train_step(family.loss, ema_decay=0.9, axis_name=parallel.DATA_AXIS))
     losses = []
