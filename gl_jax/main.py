@@ -4,42 +4,71 @@
   gl-jax --config experiments/digits_vp.py[:variant] --workdir DIR --mode train|sample|eval \
          [--config.optim.lr=1e-4 ...]
   gl-jax --config experiments/digits_vp.py[:variant] --mode stats    # reference statistics for FID
+
+Bad input (a config file that is missing or not Python, an unknown or out-of-range option, a missing
+dataset, an unusable workdir or checkpoint) ends the command with one line naming the problem and the
+fix, and exit status 1; SIGINT and SIGTERM end it with one line and 128 + the signal number (see
+`gl_jax.interrupts`). An unexpected error prints one line too and keeps its traceback in a file it names.
 """
 
 from __future__ import annotations
 
+import datetime
+import importlib.util
 import logging
 import os
+import stat
 import sys
+import tempfile
+import traceback
 
-from absl import app, flags
-from absl import logging as absl_logging
-from ml_collections import config_flags
+__all__ = ["run", "main"]
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]).")
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "The run's folder; an existing one is resumed. Not needed by --mode stats."
-)
-_MODE = flags.DEFINE_enum(
-    "mode",
-    "train",
-    ["train", "sample", "stats", "eval"],
-    "What to run: train; sample or eval the latest checkpoint; stats: the data's reference statistics.",
-)
-_COMPILATION_CACHE = flags.DEFINE_string(
-    "compilation_cache",
-    "",
-    "Folder of JAX's persistent compilation cache, so that a restarted run (after a pre-emption, or a "
-    "sample/eval job after training) loads its compiled steps instead of compiling them again. Default: "
-    "$GL_JAX_CACHE/jax (~/.cache/gl_jax/jax); 'off' disables it; $JAX_COMPILATION_CACHE_DIR wins when set.",
-)
-flags.mark_flags_as_required(["config"])
+_FLAGS_DEFINED = False
+
+
+def _define_flags() -> None:
+    """Defines the command's flags (once; deferred so that signals are handled before these imports)."""
+    global _FLAGS_DEFINED, _CONFIG, _WORKDIR, _MODE, _COMPILATION_CACHE
+    if _FLAGS_DEFINED:
+        return
+    from absl import flags
+    from ml_collections import config_flags
+
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]).")
+    _WORKDIR = flags.DEFINE_string(
+        "workdir", None, "The run's folder; an existing one is resumed. Not needed by --mode stats."
+    )
+    _MODE = flags.DEFINE_enum(
+        "mode",
+        "train",
+        ["train", "sample", "stats", "eval"],
+        "What to run: train; sample or eval the latest checkpoint; stats: the data's reference statistics.",
+    )
+    _COMPILATION_CACHE = flags.DEFINE_string(
+        "compilation_cache",
+        "",
+        "Folder of JAX's persistent compilation cache, so that a restarted run (after a pre-emption, or a "
+        "sample/eval job after training) loads its compiled steps instead of compiling them again. Default: "
+        "$GL_JAX_CACHE/jax (~/.cache/gl_jax/jax); 'off' disables it; $JAX_COMPILATION_CACHE_DIR wins when "
+        "set. Created private (0700); a folder other users can write to is refused.",
+    )
+    flags.mark_flags_as_required(["config"])
+    _FLAGS_DEFINED = True
+
+
+class UsageError(ValueError):
+    """Bad command-line input found before the job starts."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).replace("\\n", " ").split())
 
 
 def _compilation_cache_dir(flag: str) -> str | None:
     """The persistent compilation cache folder the flag and environment ask for, or None for none."""
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return None  # JAX reads it itself.
+        return None  # JAX reads it itself (checked by `_check_private`).
     if flag == "off":
         return None
     if flag:
@@ -48,26 +77,137 @@ def _compilation_cache_dir(flag: str) -> str | None:
     return os.path.join(os.path.expanduser(root), "jax")
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl parsing, with config errors (unknown keys, bad values) as one line instead of a traceback."""
+def _check_private(folder: str, *, create: bool) -> None:
+    """Creates `folder` 0700, or refuses one that another user owns or can write to.
+
+    A compiled program in JAX's cache is machine code that this process runs: someone who can write
+    there can run code as you.
+    """
+    if create and not os.path.exists(folder):
+        os.makedirs(folder, mode=0o700, exist_ok=True)
     try:
+        info = os.stat(folder)
+    except FileNotFoundError:
+        return
+    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UsageError(
+            f"The compilation cache {folder} is writable by other users or not yours (mode "
+            f"{stat.filemode(info.st_mode)}), and programs compiled there run as you: run `chmod 700 "
+            f"{folder}`, pass --compilation_cache=<a folder of your own>, or --compilation_cache=off."
+        )
+
+
+def _config_argument(argv: list[str]) -> str | None:
+    """The value of `--config` in `argv` (`--config=X` or `--config X`), if any."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _check_config_file(value: str) -> None:
+    """One line for a config file that is missing or is not Python, before absl reads it."""
+    path = value.split(":", 1)[0]
+    example = "e.g. --config experiments/digits_vp.py (or experiments/digits_vp.py:smoke)"
+    if not path:
+        raise UsageError(f"--config is empty; pass an experiment config file, {example}.")
+    if not os.path.isfile(path):
+        raise UsageError(f"Config file {path} not found; pass an experiment config file, {example}.")
+    try:
+        with open(path, "rb") as f:
+            compile(f.read(), path, "exec")
+    except (SyntaxError, ValueError) as e:
+        where = f" at line {e.lineno}" if getattr(e, "lineno", None) else ""
+        raise UsageError(
+            f"Config file {path} is not Python ({type(e).__name__}{where}: {getattr(e, 'msg', e)}); pass an "
+            f"experiment config file defining get_config(), {example}."
+        ) from None
+
+
+def _load_reference_config(value: str):
+    """The config the file gives without command-line overrides (to check the overrides' types)."""
+    path, _, variant = value.partition(":")
+    spec = importlib.util.spec_from_file_location("gl_jax_config_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant) if variant else module.get_config()
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl parsing, with config errors (missing file, unknown keys, bad values) as one line."""
+    from absl import flags
+
+    try:
+        value = _config_argument(argv[1:])
+        if value is not None:
+            _check_config_file(value)
         return flags.FLAGS(argv)
+    except UsageError as e:
+        _exit_line(f"gl-jax: error: {e}")
     except flags.Error as e:
-        sys.exit(f"gl-jax: error: {e}\nPass --helpfull for all flags.")
+        message = str(e)
+        if "Error whilst parsing config file" in message:
+            # The config file's own exception: its last line, without the traceback absl put before it.
+            flag = message.split(":", 1)[0].removeprefix("flag ")
+            last = [line for line in message.splitlines() if line.strip()][-1]
+            _exit_line(f"gl-jax: error: {flag}: {_one_line(last)}")
+        _exit_line(
+            f"gl-jax: error: {_one_line(message.removeprefix('flag '))} (see --helpfull for all flags)"
+        )
     except (AttributeError, KeyError, TypeError, ValueError) as e:
-        message = " ".join(str(e).strip("'\"").replace("\\n", " ").split())
-        sys.exit(f"gl-jax: config error: {message}")
+        _exit_line(f"gl-jax: config error: {_one_line(str(e).strip(chr(39) + chr(34)))}")
+    return []  # Not reached.
+
+
+def _exit_line(line: str, code: int = 1) -> None:
+    print(line, file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _unexpected(e: BaseException) -> None:
+    """One line for an error gl-jax did not expect; the traceback goes to a file that the line names."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(tempfile.gettempdir(), f"gl_jax-error-{stamp}-{os.getpid()}.txt")
+    try:
+        with open(path, "w") as f:
+            f.write(" ".join(sys.argv) + "\n\n")
+            traceback.print_exception(e, file=f)
+        where = f"the traceback is in {path}"
+    except OSError:
+        where = "the traceback could not be written"
+    first = str(e).splitlines()[0] if str(e) else ""
+    _exit_line(
+        f"gl-jax: error: {type(e).__name__}: {first} (unexpected: please report it with the command; {where})"
+    )
 
 
 def main(argv: list[str]) -> None:
     del argv
-    if _WORKDIR.value is None and _MODE.value != "stats":
-        sys.exit(f"gl-jax: error: --mode {_MODE.value} needs --workdir (the run's folder).")
+    from gl_jax.train.validation import check_config, check_override_types
+
+    mode, config = _MODE.value, _CONFIG.value
+    if _WORKDIR.value is None and mode != "stats":
+        _exit_line(f"gl-jax: error: --mode {mode} needs --workdir (the run's folder).")
+    try:
+        check_override_types(config, _load_reference_config(_config_argument(sys.argv[1:]) or ""))
+        check_config(config, mode=mode)
+        cache_dir = _compilation_cache_dir(_COMPILATION_CACHE.value)
+        if cache_dir is not None:
+            _check_private(cache_dir, create=True)
+        elif os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+            _check_private(os.environ["JAX_COMPILATION_CACHE_DIR"], create=True)
+    except ValueError as e:
+        _exit_line(f"gl-jax: error: {_one_line(e)}")
+
     import jax  # Deferred, like the imports below: `--help` should not wait for JAX.
 
+    from gl_jax.data.sources import MissingDatasetError
     from gl_jax.train import evaluate, loop, reference_stats
+    from gl_jax.train.checkpoint import CheckpointError
+    from gl_jax.train.workdir import WorkdirError
 
-    cache_dir = _compilation_cache_dir(_COMPILATION_CACHE.value)
     if cache_dir is not None:
         # Only compilations over a second are stored: the train step, init, the sampler (tens of seconds on
         # CPU for the published U-Nets), not the many small dispatches.
@@ -75,34 +215,49 @@ def main(argv: list[str]) -> None:
         if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
+    from absl import logging as absl_logging
+
     absl_logging.set_verbosity(absl_logging.WARNING)  # Quiet JAX/TFDS chatter; keep our own INFO lines.
     logging.getLogger("gl_jax").setLevel(logging.INFO)
-    config = _CONFIG.value
+    workdir = _WORKDIR.value
     try:
-        if _MODE.value == "train":
-            loop.train_and_evaluate(config, _WORKDIR.value)
-        elif _MODE.value == "sample":
-            loop.sample(config, _WORKDIR.value)
-        elif _MODE.value == "stats":
+        if mode == "train":
+            loop.train_and_evaluate(config, workdir)
+        elif mode == "sample":
+            loop.sample(config, workdir)
+        elif mode == "stats":
             reference = reference_stats.compute_stats(config)
             print(f"Reference statistics of {reference.stats.num} examples in {reference.path}")
         else:
-            evaluate.evaluate(config, _WORKDIR.value)
-            print(f"Evaluation report in {os.path.join(os.path.abspath(_WORKDIR.value), 'eval/report.json')}")
+            evaluate.evaluate(config, workdir)
+            print(f"Evaluation report in {os.path.join(os.path.abspath(workdir), 'eval/report.json')}")
     except (
         loop.NonFiniteLossError,
-        loop.WorkdirError,
-        loop.CheckpointError,
+        WorkdirError,
+        CheckpointError,
+        MissingDatasetError,
         ValueError,
         FileNotFoundError,
+        PermissionError,
         ImportError,  # The one-time conversion of the FID Inception weights needs PyTorch.
     ) as e:
-        sys.exit(f"gl-jax: error: {e}")
+        _exit_line(f"gl-jax: error: {_one_line(e)}")
+    except Exception as e:  # noqa: BLE001 - never a traceback on the terminal.
+        _unexpected(e)
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app.run(main, flags_parser=_parse_flags)
+    """Console-script entry point: SIGINT and SIGTERM are handled before anything heavy is imported."""
+    from gl_jax.interrupts import Interrupted, handle_signals
+
+    with handle_signals():
+        try:
+            _define_flags()
+            from absl import app
+
+            app.run(main, flags_parser=_parse_flags)
+        except Interrupted as e:
+            _exit_line(f"gl-jax: {e}", e.exit_code)
 
 
 if __name__ == "__main__":

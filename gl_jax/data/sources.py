@@ -9,8 +9,10 @@ is ever downloaded.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
+import re
 
 import tensorflow_datasets as tfds
 
@@ -22,7 +24,7 @@ from gl_jax.data.toy import Toy
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BUILDERS", "DataSpec", "MissingDatasetError", "resolve_data_dir", "open_dataset"]
+__all__ = ["BUILDERS", "DataSpec", "MissingDatasetError", "check_name", "resolve_data_dir", "open_dataset"]
 
 BUILDERS = {
     "sklearn_digits": SklearnDigits,
@@ -63,22 +65,82 @@ def resolve_data_dir(data_dir: str | None = None) -> str:
     return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
 
 
+# A standard TFDS name: `name`, `name/config`, each with an optional `:version`. No hub namespaces
+# (`huggingface:...`, `kaggle:...`), which TFDS would fetch over the network, and no path parts.
+_TFDS_NAME = re.compile(r"^[a-z0-9_]+(/[A-Za-z0-9_.+-]+)?(:[0-9.*]+)?$")
+# `text/<name>`: a plain file stem, so the file read stays inside the text folder.
+_TEXT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+
+
+def _nearest(name: str, valid) -> str:
+    near = difflib.get_close_matches(name, list(valid), n=3)
+    return f" Nearest: {near}." if near else ""
+
+
+def check_name(name: str) -> None:
+    """Refuses dataset names that would leave their place or reach the network, and unknown ones.
+
+    Raises:
+      ValueError: one line naming the problem, the valid names nearest to it, and the fix.
+    """
+    base, _, config = name.partition("/")
+    ours = sorted(BUILDERS)
+    if not name.strip():
+        raise ValueError(f"config.data.name is empty; name a dataset, one of {ours} or a prepared TFDS name.")
+    if base in BUILDERS:
+        if base == "text":
+            from gl_jax.data.text import parse_name
+
+            if not _TEXT_NAME.match(parse_name(config)[0] if config else ""):
+                raise ValueError(
+                    f"config.data.name={name!r}: text/<name> takes a plain file name (letters, digits, '_' "
+                    "and '-', optionally -<length>), read as <name>.txt from the text folder; no paths."
+                )
+            return
+        configs = sorted(BUILDERS[base].builder_configs)
+        if config and not configs:
+            raise ValueError(f"config.data.name={name!r}: {base} has no configurations; use {base!r}.")
+        if configs and config not in configs:
+            what = f"Unknown configuration {config!r} of" if config else "Name a configuration of"
+            raise ValueError(
+                f"config.data.name={name!r}: {what} {base}; use '{base}/<name>' with <name> one of "
+                f"{configs}.{_nearest(config, configs) if config else ''}"
+            )
+        return
+    if not _TFDS_NAME.match(name):
+        raise ValueError(
+            f"config.data.name={name!r} is not a dataset name gl_jax reads: use one of {ours} or a standard "
+            "TFDS name (name[/config][:version]) prepared in the data_dir; hub datasets ('namespace:name') "
+            "and paths are refused, since nothing is fetched at run time."
+        )
+    known = tfds.list_builders(with_community_datasets=False)
+    if base not in known:
+        raise ValueError(
+            f"Unknown dataset {name!r} (config.data.name).{_nearest(base, ours + list(known))} gl_jax's own: "
+            f"{ours}; any other must be a TFDS dataset prepared as array_record in the data_dir."
+        )
+
+
 def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+    check_name(name)
     base, _, config = name.partition("/")
     if base in BUILDERS:
         kwargs = {"config": config} if config else {}
-        if base in ("toy", "synthetic_images") and not config:
-            configs = sorted(BUILDERS[base].builder_configs)
-            raise ValueError(f"Name a configuration: '{base}/<name>' with <name> in {configs}.")
-        builder = BUILDERS[base](data_dir=data_dir, file_format="array_record", **kwargs)
-        if not builder.is_prepared():
-            log.info("Preparing %s once as array_record in %s.", name, builder.data_dir)
-            tfds.disable_progress_bar()
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(
-                download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+        try:
+            builder = BUILDERS[base](data_dir=data_dir, file_format="array_record", **kwargs)
+            if not builder.is_prepared():
+                log.info("Preparing %s once as array_record in %s.", name, builder.data_dir)
+                tfds.disable_progress_bar()
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(
+                    download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+                )
             )
-        )
+        except PermissionError as e:
+            raise PermissionError(
+                f"Cannot prepare {name} in the data_dir {data_dir} ({e.strerror}: {e.filename}); point "
+                "--config.data.data_dir (or $TFDS_DATA_DIR) at a folder you can write to, once."
+            ) from None
         return builder
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     prepared = builder.is_prepared() and any(

@@ -8,6 +8,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from gl_jax import files
+
 __all__ = ["image_grid", "save_image_grid", "save_scatter", "save_loss_curve", "save_samples"]
 
 
@@ -32,7 +34,19 @@ def save_image_grid(path: str | os.PathLike, images: np.ndarray, *, scale: int |
     scale = scale or max(1, 256 // max(images.shape[1], 1) // 2)
     img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    img.save(path)
+    with files.atomic_open(path) as f:
+        img.save(f, format=_format(path))
+
+
+def _format(path: str | os.PathLike) -> str:
+    """The image format a file name asks for (PNG when it names none)."""
+    return os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+
+
+def _save_figure(fig, path: str | os.PathLike) -> None:
+    """Writes a matplotlib figure atomically (a reader never sees half a picture)."""
+    with files.atomic_open(path) as f:
+        fig.savefig(f, format=_format(path), dpi=100, bbox_inches="tight")
 
 
 def _pyplot():
@@ -53,7 +67,7 @@ def save_scatter(path: str | os.PathLike, points: np.ndarray, *, reference: np.n
     ax.scatter(points[:, 0], points[:, 1], s=2, c="tab:blue", label="samples")
     ax.set_aspect("equal")
     ax.legend(loc="upper right")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    _save_figure(fig, path)
     plt.close(fig)
 
 
@@ -92,5 +106,5 @@ def save_loss_curve(
     ax.set_yscale("log" if np.all(losses > 0) else "linear")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    _save_figure(fig, path)
     plt.close(fig)

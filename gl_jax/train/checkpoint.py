@@ -1,13 +1,19 @@
 """Orbax checkpoints of the train state together with the data iterator's state.
 
 Each checkpoint is a step folder with two items: `state` (step, params, opt_state, ema_params; written by
-all processes together) and `data` (the grain iterator state, JSON). Saves are atomic (orbax writes to a
-temporary folder and renames it, and deletes checkpoints beyond `max_to_keep` only after that), so a run
-killed while saving, or a save that fails on a full or read-only disk, leaves the previous checkpoints
-intact. A failed save is one `CheckpointError` naming the folder, the cause and the fix; a disk without room
-for the state is refused before anything is written. On restore, a latest checkpoint that cannot be read is
-skipped with a warning in favour of the one before; the partial folder a failed save leaves is removed at
-the next start.
+all processes together) and `data` (the grain iterator state, JSON), plus `gl_jax_checksums.json`, the
+SHA-256 of every file, written once the step is final (`gl_jax.train.integrity`). Saves are atomic (orbax
+writes to a temporary folder and renames it, and deletes checkpoints beyond `max_to_keep` only after
+that), so a run killed while saving, or a save that fails on a full or read-only disk, leaves the previous
+checkpoints intact. A failed save is one `CheckpointError` naming the folder, the cause and the fix; a disk
+without room for the state is refused before anything is written, and so is a state with a NaN or Inf.
+
+Two kinds of `Checkpointer`: the training run's (it holds the workdir's lock, `gl_jax.train.workdir`)
+saves, removes the partial folders of saves that were killed, and moves a corrupt step (checksum mismatch,
+unreadable, non-finite) aside to `corrupt/<step>` (never deleting it) so that training falls back to the
+step before and saves that step again. A `read_only` one (`--mode sample`, `--mode eval`) only reads,
+while training may go on in the same folder: it prefers the newest step whose checksums are written, and
+skips a step that the trainer removes (`max_to_keep`) while it reads.
 """
 
 from __future__ import annotations
@@ -27,11 +33,16 @@ from etils import epath
 from flax import serialization
 from jax.experimental import multihost_utils
 
+from gl_jax.train import integrity
 from gl_jax.train.state import TrainState
+from gl_jax.train.step import tree_all_finite
 
 __all__ = ["Checkpointer", "CheckpointError"]
 
 log = logging.getLogger(__name__)
+
+# One compiled reduction over a whole state (instead of a dispatch per leaf).
+_all_finite = jax.jit(tree_all_finite)
 
 # How long a failed save's remaining background writes are waited for before `close` returns.
 _DRAIN_TIMEOUT_S = 120.0
@@ -94,36 +105,77 @@ def _read_only_mount(path: str) -> bool:
         return False
 
 
+def _fix_for(code: int | None, directory: str) -> str:
+    """What to do about a save that failed with OS error `code`."""
+    if code in _NO_ROOM:
+        return (
+            "Free space on that disk (delete old runs, or lower config.train.max_to_keep) or pass a "
+            "--workdir on a disk with room"
+        )
+    if code in _NOT_WRITABLE:
+        return (
+            f"Make {directory} writable (check its permissions and that its disk is not mounted "
+            "read-only) or pass a --workdir you can write to"
+        )
+    return "Check that the disk has room and is writable, or pass another --workdir"
+
+
 class Checkpointer:
-    """Periodic saves with `max_to_keep`, resume from the latest readable checkpoint.
+    """Periodic saves with `max_to_keep`, resume from the latest sound checkpoint.
 
     Args:
-      directory: where step folders go (created if missing).
+      directory: where step folders go (created if missing, unless `read_only`).
       max_to_keep: number of most recent checkpoints kept.
+      read_only: only restore: never create, write, move or delete anything in `directory` (for
+        processes that read a run another process may be training).
     """
 
-    def __init__(self, directory: str, *, max_to_keep: int = 3):
+    def __init__(self, directory: str, *, max_to_keep: int = 3, read_only: bool = False):
         self.directory = os.path.abspath(directory)
-        if jax.process_index() == 0:
+        self.read_only = read_only
+        if not read_only and jax.process_index() == 0:
             _remove_partial_saves(self.directory)
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        if read_only:
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+        else:
+            options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
         self._writing: int | None = None  # The step of the save in flight, if any.
         self._failed = False  # A save error was raised.
 
     def all_steps(self) -> list[int]:
-        return sorted(self._manager.all_steps())
+        """The finished steps now in the folder (read afresh: another process may be saving)."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return []
+        # orbax names a finished step's folder by the number alone; partial saves have a suffix.
+        return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(self._step_folder(int(n))))
 
     def save(self, state: TrainState, data_state: dict) -> None:
         """Saves `state` (at `state.step`) and the data iterator state; returns before the write finishes.
 
-        A failure of the previous, still running save surfaces here (or in `wait`).
+        A step that is already saved is not saved again. A failure of the previous, still running save
+        surfaces here (or in `wait`).
 
         Raises:
-          CheckpointError: the disk has no room for the state, the folder is not writable, or a write
-            failed; the message names the folder and the fix, and the previous checkpoints are intact.
+          CheckpointError: the state holds a NaN or Inf, the disk has no room for the state, the folder is
+            not writable, or a write failed; the message names the folder and the fix, and the previous
+            checkpoints are intact.
         """
+        if self.read_only:
+            raise CheckpointError(f"{self.directory} was opened read-only; it cannot be saved to.")
         step = int(state.step)
+        self.wait()  # The previous save is final (orbax would wait for it too): checksum it.
+        if step in self.all_steps():
+            log.info("The checkpoint of step %d is already in %s.", step, self.directory)
+            return
+        if not bool(_all_finite(jax.tree.leaves(state))):
+            raise self._save_error(
+                step,
+                ValueError("the state holds NaN or Inf values, so it is not saved"),
+                fix="Lower config.optim.lr or tighten config.optim.grad_clip",
+            )
         self._check_room(step, state)
         try:
             self._manager.save(
@@ -141,7 +193,7 @@ class Checkpointer:
         self._writing = step
 
     def wait(self) -> None:
-        """Blocks until pending asynchronous saves are on disk.
+        """Blocks until pending asynchronous saves are on disk, then writes their checksums.
 
         Raises:
           CheckpointError: the pending save failed (see `save`).
@@ -155,6 +207,13 @@ class Checkpointer:
                 log.debug("Further error of the failed save: %s", e)
                 return
             raise self._save_error(writing, e) from e
+        if writing is not None and jax.process_index() == 0:
+            folder = self._step_folder(writing)
+            if os.path.isdir(folder):  # Not when max_to_keep has already removed it.
+                integrity.write_checksums(folder)
+
+    def _step_folder(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
 
     def _check_room(self, step: int, state: TrainState) -> None:
         """Refuses a save that cannot fit or cannot be written, before anything is written.
@@ -178,27 +237,16 @@ class Checkpointer:
                 cause = OSError(problem, f"{os.strerror(problem)} ({free} bytes free, {needed} needed)")
             raise self._save_error(step, cause)
 
-    def _save_error(self, step: int | None, error: BaseException) -> CheckpointError:
+    def _save_error(self, step: int | None, error: BaseException, *, fix: str = "") -> CheckpointError:
         """A `CheckpointError` for a failed save of `step`: where, why, how to fix, what is kept."""
-        self._failed = True
+        self._failed = bool(self._failed or not fix)  # A refused state is not a failed write.
         cause = _os_error(error)
         code = cause.errno if cause is not None else None
         if cause is not None:
             reason = str(cause)
         else:
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        if code in _NO_ROOM:
-            fix = (
-                "Free space on that disk (delete old runs, or lower config.train.max_to_keep) or pass a "
-                "--workdir on a disk with room"
-            )
-        elif code in _NOT_WRITABLE:
-            fix = (
-                f"Make {self.directory} writable (check its permissions and that its disk is not mounted "
-                "read-only) or pass a --workdir you can write to"
-            )
-        else:
-            fix = "Check that the disk has room and is writable, or pass another --workdir"
+        fix = fix or _fix_for(code, self.directory)
         # From the folder, not the manager, which may already count the failed step in.
         try:
             kept = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit() and int(n) != step)
@@ -215,42 +263,102 @@ class Checkpointer:
         )
 
     def restore_latest(self, target: TrainState) -> tuple[TrainState, dict] | None:
-        """Restores the newest readable checkpoint into the structure (and shardings) of `target`.
+        """Restores the newest sound checkpoint into the structure (and shardings) of `target`.
+
+        A step is sound when its files match their checksums, orbax reads it, and every number in it is
+        finite. An unsound step is skipped with a warning in favour of the one before; the training run's
+        checkpointer also moves it to `corrupt/<step>`, so the step is trained and saved again.
 
         Returns:
           `(state, data_state)`, or None when there is no checkpoint yet.
 
         Raises:
-          CheckpointError: checkpoints exist but none can be read.
+          CheckpointError: checkpoints exist but none is sound, or they were written by another config.
         """
-        steps = self.all_steps()
         abstract = _abstract(serialization.to_state_dict(target))
-        for step in reversed(steps):
-            self._check_compatible(step, abstract)
-            try:
-                restored = self._manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()
-                    ),
-                )
-            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped the same way.
-                log.warning(
-                    "Checkpoint at step %d in %s is unreadable (%s: %s); falling back to the previous one.",
-                    step,
-                    self.directory,
-                    type(e).__name__,
-                    str(e).splitlines()[0] if str(e) else "",
-                )
-                continue
-            state = serialization.from_state_dict(target, restored["state"])
-            return state, restored["data"]
-        if steps:
+        tried: set[int] = set()
+        while True:
+            steps = [s for s in self.all_steps() if s not in tried]
+            if self.read_only and not tried:
+                # A step whose checksums are not written yet is being finished by the trainer; prefer
+                # the newest verified one (all steps of a run written before checksums have none).
+                verified = [s for s in steps if integrity.has_checksums(self._step_folder(s))]
+                steps = verified or steps
+            if not steps:
+                break
+            step = steps[-1]
+            tried.add(step)
+            restored, problem = self._restore_step(step, target, abstract)
+            if restored is not None:
+                return restored
+            if step not in self.all_steps():
+                continue  # Removed by the trainer (max_to_keep) while this process read it.
+            self._set_aside(step, problem)
+        if tried:
             raise CheckpointError(
-                f"None of the checkpoints {steps} in {self.directory} can be read. Move the folder away "
-                "to start afresh, or point --workdir elsewhere."
+                f"None of the checkpoints {sorted(tried)} in {self.directory} can be read. Move the folder "
+                "away to start afresh, or point --workdir elsewhere."
             )
         return None
+
+    def _restore_step(self, step: int, target: TrainState, abstract: Any) -> tuple[Any, str]:
+        """`((state, data_state), "")` for a sound step, else `(None, what is wrong with it)`."""
+        folder = self._step_folder(step)
+        if problem := integrity.verify(folder):
+            return None, f"checksum mismatch: {problem}"
+        self._check_compatible(step, abstract)
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped the same way.
+            return None, f"unreadable, {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        state = serialization.from_state_dict(target, restored["state"])
+        if not bool(_all_finite(jax.tree.leaves(state))):
+            return None, "it holds NaN or Inf values"
+        if not integrity.has_checksums(folder):
+            log.warning(
+                "The checkpoint of step %d in %s has no checksums (written by an older gl_jax, or the run "
+                "stopped right after saving it); it was restored unverified.",
+                step,
+                self.directory,
+            )
+            if not self.read_only and jax.process_index() == 0:
+                integrity.write_checksums(folder)
+        return (state, restored["data"]), ""
+
+    def _set_aside(self, step: int, problem: str) -> None:
+        """Warns about an unsound step; the training run's checkpointer moves it to `corrupt/<step>`."""
+        if self.read_only:
+            log.warning(
+                "Checkpoint at step %d in %s is corrupt (%s); falling back to the previous one.",
+                step,
+                self.directory,
+                problem,
+            )
+            return
+        aside = os.path.join(self.directory, "corrupt", str(step))
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(aside), exist_ok=True)
+            n = 1
+            while os.path.exists(aside):
+                n += 1
+                aside = os.path.join(self.directory, "corrupt", f"{step}-{n}")
+            os.rename(self._step_folder(step), aside)
+        self._manager.reload()  # Forget the step, so that it can be saved again.
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"gl_jax: set aside checkpoint {step}")
+        log.warning(
+            "Checkpoint at step %d in %s is corrupt (%s); moved it to %s and falling back to the previous "
+            "one.",
+            step,
+            self.directory,
+            problem,
+            aside,
+        )
 
     def _check_compatible(self, step: int, abstract: Any) -> None:
         """Raises when the checkpoint holds arrays of other names or shapes than the config builds."""

@@ -41,6 +41,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from gl_jax import files
 from gl_jax.data.pipeline import load_arrays
 from gl_jax.eval import plots
 from gl_jax.eval.features import Extractor
@@ -48,11 +49,13 @@ from gl_jax.eval.frechet import FeatureStats, fid_from_stats, gaussian_statistic
 from gl_jax.eval.inception_score import inception_score
 from gl_jax.eval.mmd import kernel_inception_distance
 from gl_jax.eval.precision_recall import precision_recall
-from gl_jax.likelihood import TRACES, bits_per_dim, ode_log_likelihood, uniform_dequantize
+from gl_jax.interrupts import handle_signals
+from gl_jax.likelihood import bits_per_dim, ode_log_likelihood, uniform_dequantize
 from gl_jax.samplers import SAMPLERS, THRESHOLDS
 from gl_jax.train import loop
-from gl_jax.train.checkpoint import Checkpointer, CheckpointError
 from gl_jax.train.reference_stats import ReferenceStats, compute_stats, feature_extractor, feature_kind
+from gl_jax.train.validation import check_config
+from gl_jax.train.workdir import WorkdirLock
 
 __all__ = ["EvalSetting", "eval_settings", "evaluate"]
 
@@ -161,19 +164,7 @@ def eval_settings(config: ml_collections.ConfigDict) -> list[EvalSetting]:
 
 
 def _check_eval_config(config: ml_collections.ConfigDict) -> None:
-    e = config.eval
-    for name in ("num_samples", "batch_size", "kid_subsets", "kid_subset_size", "pr_neighbours", "is_splits"):
-        if e[name] < 1:
-            raise ValueError(f"config.eval.{name} must be >= 1, got {e[name]}.")
-    if e.num_samples < 2:
-        raise ValueError(
-            f"config.eval.num_samples must be >= 2 (FID needs a covariance), got {e.num_samples}."
-        )
-    for name in ("bpd_examples", "grid_size"):
-        if e[name] < 0:
-            raise ValueError(f"config.eval.{name} must be >= 0, got {e[name]}.")
-    if e.bpd_trace not in TRACES:
-        raise ValueError(f"config.eval.bpd_trace must be one of {list(TRACES)}, got {e.bpd_trace!r}.")
+    check_config(config, mode="eval")
     if config.distributed.enabled:
         raise ValueError(
             "--mode eval runs on one process; pass --config.distributed.enabled=False (it reads the "
@@ -187,21 +178,6 @@ def _check_eval_config(config: ml_collections.ConfigDict) -> None:
 def _canonical(value: Any) -> Any:
     """A JSON round trip, so fingerprints compare equal however their tuples and lists were written."""
     return json.loads(json.dumps(value))
-
-
-def _save_npz(path: str, **arrays: Any) -> None:
-    """`np.savez` through a temporary file and a rename, so a reader never sees half a file."""
-    tmp = f"{path}.tmp{os.getpid()}.npz"  # np.savez appends `.npz` to names without it.
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _write_json(path: str, value: Any) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 class _Progress:
@@ -219,10 +195,9 @@ class _Progress:
         state = self._read_state()
         if state is not None and state.get("fingerprint") == self.fingerprint:
             self.done, self.seconds = int(state["done"]), float(state["seconds"])
+            files.remove_stale_temporaries(folder)  # Writes a kill interrupted.
+            self.done = self._readable_batches()
             log.info("Resuming after %d finished batches in %s.", self.done, folder)
-            for name in os.listdir(folder):
-                if ".tmp" in name:  # A write the kill interrupted.
-                    os.remove(os.path.join(folder, name))
         elif os.path.isdir(folder):
             if state is not None:
                 log.info("Discarding the progress in %s: it was made with other settings.", folder)
@@ -230,11 +205,35 @@ class _Progress:
         os.makedirs(folder, exist_ok=True)
 
     def _read_state(self) -> dict | None:
+        path = os.path.join(self.folder, "state.json")
         try:
-            with open(os.path.join(self.folder, "state.json")) as f:
-                return json.load(f)
-        except (OSError, ValueError):
+            with open(path) as f:
+                state = json.load(f)
+            int(state["done"]), float(state["seconds"]), state["fingerprint"]  # noqa: B018 - its fields.
+            return state
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("The progress file %s is corrupt (%s); starting this part again.", path, e)
+            return None
+
+    def _readable_batches(self) -> int:
+        """How many of the counted batches read back; the first corrupt one and those after are redone."""
+        for i in range(self.done):
+            try:
+                with np.load(self._batch_path(i)) as f:
+                    for k in f.files:
+                        f[k]  # noqa: B018 - reads (and checks) every array.
+            except (OSError, ValueError, EOFError, KeyError) as e:
+                log.warning(
+                    "The progress file %s is corrupt (%s); redoing batches %d to %d.",
+                    self._batch_path(i),
+                    type(e).__name__,
+                    i,
+                    self.done - 1,
+                )
+                return i
+        return self.done
 
     def _batch_path(self, i: int) -> str:
         return os.path.join(self.folder, f"batch_{i:06d}.npz")
@@ -249,10 +248,10 @@ class _Progress:
 
     def save(self, i: int, arrays: dict[str, np.ndarray], seconds: float) -> None:
         """Records batch `i` (the next one) and the wall time spent so far."""
-        _save_npz(self._batch_path(i), **arrays)
+        files.save_npz(self._batch_path(i), **arrays)
         self.done, self.seconds = i + 1, seconds
         state = {"fingerprint": self.fingerprint, "done": self.done, "seconds": seconds}
-        _write_json(os.path.join(self.folder, "state.json"), state)
+        files.write_json(os.path.join(self.folder, "state.json"), state)
 
 
 def _unit_key(seed: int, name: str) -> jax.Array:
@@ -264,7 +263,7 @@ def _unit_key(seed: int, name: str) -> jax.Array:
 # --- Sample quality. ---
 
 
-def _resolve(run: loop._Run, setting: EvalSetting) -> EvalSetting:
+def _resolve(run: loop.Run, setting: EvalSetting) -> EvalSetting:
     """The setting with `config.sample`'s sampler filled in for `sampler=None` where the family can be
     given a sampler; a family without `sample_with` takes no samplers.
 
@@ -297,7 +296,7 @@ def _resolve(run: loop._Run, setting: EvalSetting) -> EvalSetting:
     )
 
 
-def _sample_fn(run: loop._Run, setting: EvalSetting) -> Callable[[Any, jax.Array, int], tuple[Any, Any]]:
+def _sample_fn(run: loop.Run, setting: EvalSetting) -> Callable[[Any, jax.Array, int], tuple[Any, Any]]:
     """`fn(params, key, num) -> (samples, nfe or None)` for a resolved setting, compiled once."""
     family = run.family
     if setting.sampler is None:
@@ -328,7 +327,7 @@ def _setting_fingerprint(config: ml_collections.ConfigDict, setting: EvalSetting
 
 
 def _draw_and_extract(
-    run: loop._Run,
+    run: loop.Run,
     params: Any,
     setting: EvalSetting,
     progress: _Progress,
@@ -417,7 +416,7 @@ def _quality(
 # --- Bits per dimension. ---
 
 
-def _bits_per_dim(run: loop._Run, params: Any, step: int, folder: str) -> dict[str, Any] | None:
+def _bits_per_dim(run: loop.Run, params: Any, step: int, folder: str) -> dict[str, Any] | None:
     """Test-set bits/dim by the probability-flow ODE, resumable; None when it does not apply."""
     config, family, spec = run.config, run.family, run.spec
     e = config.eval
@@ -508,24 +507,9 @@ def _bits_per_dim(run: loop._Run, params: Any, step: int, folder: str) -> dict[s
 # --- The job. ---
 
 
-def _no_checkpoint(workdir: str) -> str:
-    return (
-        f"No checkpoint in {workdir}/checkpoints to evaluate; train first with --mode train, or pass the "
-        "--workdir of a trained run."
-    )
-
-
-def _restore_params(run: loop._Run, workdir: str) -> tuple[Any, int]:
+def _restore_params(run: loop.Run, workdir: str) -> tuple[Any, int]:
     """The latest checkpoint's EMA (or raw) parameters and its step."""
-    folder = os.path.join(workdir, "checkpoints")
-    checkpointer = Checkpointer(folder, max_to_keep=run.config.train.max_to_keep)
-    try:
-        restored = checkpointer.restore_latest(run.abstract_state())
-    finally:
-        checkpointer.close()
-    if restored is None:
-        raise CheckpointError(_no_checkpoint(workdir))
-    state, _ = restored
+    state = loop.restore_for_reading(run, workdir, purpose="evaluate")
     return loop.sampling_params(state, run.config), int(state.step)
 
 
@@ -549,17 +533,21 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       CheckpointError: `workdir` has no readable checkpoint.
       ValueError: a bad `config.eval` (unknown sampler, option or key).
     """
-    _check_eval_config(config)
-    settings = eval_settings(config)  # Config errors before anything slow.
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-        raise CheckpointError(_no_checkpoint(workdir))
-    workdir = loop._prepare_workdir(workdir)
-    run = loop._Run(config, load_train=False)
+    with handle_signals() as signals:
+        signals.when = "during evaluation; finished batches are kept and a rerun resumes after them"
+        _check_eval_config(config)
+        settings = eval_settings(config)  # Config errors before anything slow.
+        workdir = loop.reading_workdir(workdir, purpose="evaluate")
+        # Two evaluations of one run would share progress files: one at a time (training may go on).
+        with WorkdirLock(os.path.join(workdir, "eval"), purpose="evaluation"):
+            return _evaluate(config, workdir, settings)
+
+
+def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[EvalSetting]) -> dict:
+    run = loop.Run(config, load_train=False)
     settings = [_resolve(run, s) for s in settings]
     params, step = _restore_params(run, workdir)
     out_dir = os.path.join(workdir, "eval")
-    os.makedirs(out_dir, exist_ok=True)
     extractor = feature_extractor(config, run.spec)
     reference = compute_stats(config, extractor=extractor)
     report: dict[str, Any] = {
@@ -600,11 +588,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if shown:
             plots.save_samples(os.path.join(out_dir, f"{setting.name}.png"), np.concatenate(shown))
         report["settings"][setting.name] = entry
-        _write_json(report_path, report)
+        files.write_json(report_path, report)
         log.info("%s: %s", setting.name, {k: v for k, v in entry.items() if k != "options"})
     bpd = _bits_per_dim(run, params, step, os.path.join(out_dir, "progress", "bits_per_dim"))
     report["bits_per_dim"] = bpd
     for entry in report["settings"].values():
         entry["bits_per_dim"] = bpd["bits_per_dim"] if bpd else None
-    _write_json(report_path, report)
+    files.write_json(report_path, report)
     return report

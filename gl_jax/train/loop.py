@@ -13,7 +13,6 @@ with a fixed number of shards computes the same numbers on any number of process
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -27,19 +26,32 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
+from gl_jax import files
 from gl_jax.data.pipeline import load_arrays, make_dataset, make_iterator
 from gl_jax.data.sources import open_dataset
 from gl_jax.eval import plots
 from gl_jax.families.base import Family, build_family, make_family_optimizer
+from gl_jax.interrupts import Interrupted, handle_signals
 from gl_jax.train import distributed, parallel
 from gl_jax.train.checkpoint import Checkpointer, CheckpointError
 from gl_jax.train.optim import make_optimizer
 from gl_jax.train.precision import COMPUTE_DTYPES
 from gl_jax.train.state import TrainState
 from gl_jax.train.step import REMAT_POLICIES, ema_init_weight, make_train_step
+from gl_jax.train.validation import check_config
+from gl_jax.train.workdir import WorkdirError, WorkdirLock, prepare_workdir
 from gl_jax.train.writers import MetricsWriter, read_metrics
 
-__all__ = ["train_and_evaluate", "sample", "NonFiniteLossError", "WorkdirError"]
+__all__ = [
+    "train_and_evaluate",
+    "sample",
+    "reading_workdir",
+    "restore_for_reading",
+    "sampling_params",
+    "Run",
+    "NonFiniteLossError",
+    "WorkdirError",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,46 +60,9 @@ class NonFiniteLossError(FloatingPointError):
     """The loss or the gradients became NaN/Inf."""
 
 
-class WorkdirError(OSError):
-    """The workdir cannot be created or written."""
-
-
-def _prepare_workdir(workdir: str) -> str:
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    try:
-        os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-        probe = os.path.join(workdir, f".write_test_{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise WorkdirError(
-            f"Workdir {workdir} is not writable ({e.strerror}); pass a --workdir you can write to."
-        ) from None
-    return workdir
-
-
-def _check_schedule(config: ml_collections.ConfigDict) -> None:
-    t = config.train
-    k = t.steps_per_call
-    for name in ("num_steps", "log_every", "checkpoint_every", "eval_every"):
-        value = t[name]
-        if value < 0 or value % k:
-            raise ValueError(
-                f"config.train.{name}={value} must be a non-negative multiple of "
-                f"config.train.steps_per_call={k} (steps run in fused groups of k)."
-            )
-    if t.on_nonfinite not in ("stop", "skip"):
-        raise ValueError(f"config.train.on_nonfinite must be 'stop' or 'skip', got {t.on_nonfinite!r}.")
-    if t.compute_dtype not in COMPUTE_DTYPES:
-        raise ValueError(
-            f"config.train.compute_dtype must be one of {list(COMPUTE_DTYPES)}, got {t.compute_dtype!r}."
-        )
-    if t.remat not in REMAT_POLICIES:
-        raise ValueError(f"config.train.remat must be one of {list(REMAT_POLICIES)}, got {t.remat!r}.")
+def _check_devices(config: ml_collections.ConfigDict) -> None:
+    """The checks that depend on the devices and processes (`check_config` did the rest)."""
     batch, accum = config.data.batch_size, config.optim.grad_accum_steps
-    if accum < 1:
-        raise ValueError(f"config.optim.grad_accum_steps must be >= 1, got {accum}.")
     n_dev = jax.device_count()
     if batch % (n_dev * accum):
         raise ValueError(
@@ -140,7 +115,7 @@ def _any_process(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
 
 
-class _Run:
+class Run:
     """The pieces a train or sample job shares: data spec, family, mesh, initial state."""
 
     def __init__(self, config: ml_collections.ConfigDict, *, load_train: bool):
@@ -223,27 +198,7 @@ class _Run:
         return None
 
 
-@contextlib.contextmanager
-def _sigterm_flag():
-    """Yields a dict whose "stop" entry turns True on SIGTERM (a pre-empted job saves, then exits 0)."""
-    flag = {"stop": False}
-
-    def handler(signum, frame):
-        del signum, frame
-        flag["stop"] = True
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # Not the main thread: no signal handling.
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _sample_picture(run: _Run, params, key, path: str) -> np.ndarray:
+def _sample_picture(run: Run, params, key, path: str) -> np.ndarray:
     """Samples with this process's copy of `params`; process 0 writes the picture."""
     samples = np.asarray(jax.device_get(run.sample_fn(_local(params), key, run.config.sample.num_samples)))
     if jax.process_index() == 0:
@@ -251,7 +206,7 @@ def _sample_picture(run: _Run, params, key, path: str) -> np.ndarray:
     return samples
 
 
-def _eval_loss(run: _Run, params, key) -> float | None:
+def _eval_loss(run: Run, params, key) -> float | None:
     """Mean loss of the EMA parameters on up to 4 fixed batches of the eval split."""
     if run.eval_source is None:
         return None
@@ -267,6 +222,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     """Trains `config` in `workdir`, resuming from its latest checkpoint.
 
     Writes `checkpoints/`, `metrics.jsonl`, `tensorboard/`, `samples/step_*.png` and `loss_curve.png`.
+    Holds the workdir's lock while it runs (a second training run on it is refused). A run that has
+    reached `config.train.num_steps` writes whatever final pictures are missing and returns. SIGTERM or
+    SIGINT saves a checkpoint at the next step and stops (SIGTERM returns, SIGINT raises `Interrupted`).
 
     Args:
       config: an experiment config (see `experiments/`).
@@ -276,30 +234,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       The final train state.
 
     Raises:
-      NonFiniteLossError: the loss or gradients became NaN/Inf and `config.train.on_nonfinite == "stop"`.
+      ConfigError: an invalid option (`gl_jax.train.validation`).
+      WorkdirError: the workdir is empty, not writable, or held by another training process.
+      NonFiniteLossError: the loss, gradients or updated state became NaN/Inf and
+        `config.train.on_nonfinite == "stop"`.
+      Interrupted: SIGINT (after saving), or either signal during start-up (nothing saved).
     """
-    distributed.initialize(config.distributed)  # Before anything touches a device.
-    workdir = _prepare_workdir(workdir)
-    _check_schedule(config)
+    with handle_signals() as signals:
+        check_config(config, mode="train")
+        workdir = prepare_workdir(workdir)
+        distributed.initialize(config.distributed)  # Before anything touches a device.
+        lock = WorkdirLock(workdir, purpose="training")
+        if jax.process_index() == 0:
+            lock.acquire()  # Before anything in checkpoints/ is read or cleaned up.
+        try:
+            return _train(config, workdir, signals)
+        finally:
+            lock.release()
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainState:
+    _check_devices(config)
     t = config.train
     k = t.steps_per_call
     is_main = jax.process_index() == 0
-    run = _Run(config, load_train=True)
+    run = Run(config, load_train=True)
     dataset = run.train_dataset()
     if k > 1:
         dataset = dataset.batch(k)  # [k, B, ...] per call.
     iterator = make_iterator(dataset)
 
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t.max_to_keep)
-    # A resumed run reads its state straight into the layout; only a fresh one compiles the init.
-    restored = checkpointer.restore_latest(run.abstract_state())
-    if restored is not None:
-        state, data_state = restored
-        iterator.set_state(data_state)
-        if is_main:
-            log.info("Resumed from step %d in %s.", int(state.step), checkpointer.directory)
-    else:
-        state = run.init_state()
+    try:
+        # A resumed run reads its state straight into the layout; only a fresh one compiles the init.
+        restored = checkpointer.restore_latest(run.abstract_state())
+        if restored is not None:
+            state, data_state = restored
+            _set_data_position(iterator, data_state, int(state.step), checkpointer.directory)
+            if is_main:
+                log.info("Resumed from step %d in %s.", int(state.step), checkpointer.directory)
+        else:
+            state = run.init_state()
+        step = int(state.step)
+        if step >= t.num_steps:
+            iterator.close()
+            checkpointer.close()
+            return _finished(run, state, workdir)
+    except BaseException:
+        iterator.close()
+        checkpointer.close()
+        raise
 
     train_step = make_train_step(
         run.family.loss,
@@ -310,8 +294,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         remat_policy=REMAT_POLICIES[t.remat],
     )
     step_fn = parallel.compile_train_step(train_step, run.mesh, steps_per_call=k)
-    writer = MetricsWriter(workdir, enabled=is_main)
-    step = int(state.step)
+    # Records after the resumed step (written before a kill) are dropped, so no step appears twice.
+    writer = MetricsWriter(workdir, enabled=is_main, resume_step=step)
     progress = tqdm.tqdm(
         total=t.num_steps, initial=step, unit="step", disable=not is_main, dynamic_ncols=True, mininterval=1.0
     )
@@ -330,11 +314,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         bad = np.flatnonzero(merged["finite"] == 0)
         if bad.size and t.on_nonfinite == "stop":
             first = int(merged["step"][bad[0]]) + 1
+            checkpointer.wait()
             last_good = checkpointer.all_steps()
             raise NonFiniteLossError(
-                f"Loss or gradients became NaN/Inf at step {first}; stopped. The last good checkpoint is "
-                f"step {last_good[-1] if last_good else 'none'} in {checkpointer.directory}. Lower "
-                "config.optim.lr, tighten config.optim.grad_clip, or set config.train.on_nonfinite='skip'."
+                f"The loss, the gradients or the updated state became NaN/Inf at step {first}; stopped. The "
+                f"last good checkpoint is step {last_good[-1] if last_good else 'none'} in "
+                f"{checkpointer.directory}. Lower config.optim.lr, tighten config.optim.grad_clip, or set "
+                "config.train.on_nonfinite='skip'."
             )
         if bad.size:
             skipped += int(bad.size)
@@ -358,17 +344,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         checkpointer.save(state, iterator.get_state())
 
     try:
-        with _sigterm_flag() as sigterm:
+        with signals.defer():
             while step < t.num_steps:
                 batch = parallel.shard_batch(next(iterator), run.mesh, steps_per_call=k)
                 state, metrics = step_fn(state, batch, run.step_key)
                 step += k
                 pending.append(metrics)
                 progress.update(k)
-                stop = sigterm["stop"]
+                stop = signals.pending is not None
                 if step % t.log_every == 0:
                     flush()
-                    # Processes stop together, at a step all of them reach: a SIGTERM seen by one
+                    # Processes stop together, at a step all of them reach: a signal seen by one
                     # process is acted on at the next logging step (every step on one process).
                     stop = _any_process(stop)
                 elif jax.process_count() > 1:
@@ -379,34 +365,84 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 if stop:
                     save()
                     checkpointer.wait()
-                    log.warning("SIGTERM: saved the checkpoint of step %d and stopped.", step)
-                    return state
+                    return _stopped(signals.pending or signal.SIGTERM, step, checkpointer.directory, state)
                 if step % t.checkpoint_every == 0 and step < t.num_steps:
                     save()
             save()
             checkpointer.wait()
-            _evaluate(run, state, step, workdir, writer)
+        signals.when = (
+            f"after the final checkpoint (step {step}) was saved; rerun the same command to write the final "
+            "pictures"
+        )
+        _evaluate(run, state, step, workdir, writer)
     finally:
         progress.close()
         writer.close()
         iterator.close()  # Its prefetch threads; a traceback would otherwise keep them alive.
         checkpointer.close()
     if is_main:
-        records = read_metrics(workdir)
-        train = [r for r in records if "loss" in r]
-        evals = [r for r in records if "eval_loss" in r]
-        if train:
-            plots.save_loss_curve(
-                os.path.join(workdir, "loss_curve.png"),
-                np.array([r["step"] for r in train]),
-                np.array([r["loss"] for r in train]),
-                eval_steps=np.array([r["step"] for r in evals]),
-                eval_losses=np.array([r["eval_loss"] for r in evals]),
-            )
+        _save_loss_curve(workdir)
     return state
 
 
-def _evaluate(run: _Run, state: TrainState, step: int, workdir: str, writer: MetricsWriter) -> None:
+def _stopped(signum: int, step: int, directory: str, state: TrainState) -> TrainState:
+    """After the checkpoint a signal asked for: SIGTERM (pre-emption) returns, SIGINT raises."""
+    name = signal.Signals(signum).name
+    message = f"{name}: saved the checkpoint of step {step} in {directory} and stopped; rerun to resume."
+    if signum == signal.SIGINT:
+        raise Interrupted(signum, message)
+    log.warning("%s", message)
+    return state
+
+
+def _set_data_position(iterator, data_state: dict, step: int, directory: str) -> None:
+    """Restores the data iterator's position, or names the checkpoint and the fix in one error."""
+    try:
+        iterator.set_state(data_state)
+    except Exception as e:  # noqa: BLE001 - grain raises several kinds for a state of another pipeline.
+        raise CheckpointError(
+            f"The data position saved with step {step} in {directory} does not fit this config's data "
+            f"pipeline ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); use the config "
+            "that wrote the run, or a new --workdir."
+        ) from None
+
+
+def _finished(run: Run, state: TrainState, workdir: str) -> TrainState:
+    """A run already at its last step: writes the final pictures that are missing, trains nothing."""
+    step = int(state.step)
+    if jax.process_index() != 0:
+        return state
+    log.info(
+        "The run in %s is finished (step %d of config.train.num_steps=%d); nothing to train. Raise "
+        "config.train.num_steps to train on.",
+        workdir,
+        step,
+        run.config.train.num_steps,
+    )
+    picture = os.path.join(workdir, "samples", f"step_{step:07d}.png")
+    if not os.path.exists(picture):
+        params = state.ema_params if run.config.sample.use_ema else state.params
+        _sample_picture(run, params, jax.random.fold_in(run.sample_key, step), picture)
+    if not os.path.exists(os.path.join(workdir, "loss_curve.png")):
+        _save_loss_curve(workdir)
+    return state
+
+
+def _save_loss_curve(workdir: str) -> None:
+    records = read_metrics(workdir)
+    train = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval_loss" in r]
+    if train:
+        plots.save_loss_curve(
+            os.path.join(workdir, "loss_curve.png"),
+            np.array([r["step"] for r in train]),
+            np.array([r["loss"] for r in train]),
+            eval_steps=np.array([r["step"] for r in evals]),
+            eval_losses=np.array([r["eval_loss"] for r in evals]),
+        )
+
+
+def _evaluate(run: Run, state: TrainState, step: int, workdir: str, writer: MetricsWriter) -> None:
     """Eval loss of the EMA parameters and a sample picture, on process 0 (the others go on training)."""
     if jax.process_index() != 0:
         return
@@ -445,27 +481,62 @@ def sampling_params(state: TrainState, config: ml_collections.ConfigDict) -> dic
 def sample(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray:
     """Draws `config.sample.num_samples` samples from the latest checkpoint in `workdir`.
 
-    Writes `samples/samples.png` and `samples/samples.npz`.
+    Reads the checkpoints without writing anything among them, so it may run while the same workdir
+    trains. Writes `samples/samples.png` and `samples/samples.npz` (each replaced whole).
 
     Returns:
       The samples, `[N, ...]`.
     """
-    distributed.initialize(config.distributed)
-    workdir = _prepare_workdir(workdir)
-    run = _Run(config, load_train=False)
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.max_to_keep)
+    with handle_signals() as signals:
+        signals.when = "while sampling; nothing was written"
+        check_config(config, mode="sample")
+        workdir = reading_workdir(workdir, purpose="sample from")
+        distributed.initialize(config.distributed)
+        run = Run(config, load_train=False)
+        state = restore_for_reading(run, workdir, purpose="sample from")
+        params = sampling_params(state, config)
+        key = jax.random.fold_in(run.sample_key, int(state.step) + 1)
+        samples = _sample_picture(run, params, key, os.path.join(workdir, "samples", "samples.png"))
+        if jax.process_index() == 0:
+            files.save_npz(
+                os.path.join(workdir, "samples", "samples.npz"), samples=samples, step=int(state.step)
+            )
+            log.info("Sampled from the checkpoint of step %d.", int(state.step))
+        return samples
+
+
+def _no_checkpoint(workdir: str, purpose: str) -> CheckpointError:
+    return CheckpointError(
+        f"No checkpoint in {workdir}/checkpoints to {purpose}; train first with --mode train, or pass "
+        "the --workdir of a trained run."
+    )
+
+
+def reading_workdir(workdir: str, *, purpose: str) -> str:
+    """The absolute folder of a trained run that a sample or eval job reads (and writes pictures in).
+
+    Raises:
+      CheckpointError: it has no `checkpoints/` folder (the message says to train first).
+      WorkdirError: it is empty or not writable.
+    """
+    if workdir and str(workdir).strip():
+        folder = os.path.abspath(os.path.expanduser(workdir))
+        if not os.path.isdir(os.path.join(folder, "checkpoints")):
+            raise _no_checkpoint(folder, purpose)
+    return prepare_workdir(workdir, create=False)
+
+
+def restore_for_reading(run: Run, workdir: str, *, purpose: str) -> TrainState:
+    """The latest sound checkpoint of `workdir`, read without writing in `checkpoints/`.
+
+    Raises:
+      CheckpointError: there is no checkpoint (the message says to train first) or none is sound.
+    """
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
     try:
         restored = checkpointer.restore_latest(run.abstract_state())
     finally:
         checkpointer.close()
     if restored is None:
-        raise CheckpointError(
-            f"No checkpoint in {workdir}/checkpoints to sample from; train first with --mode train."
-        )
-    state, _ = restored
-    params = sampling_params(state, config)
-    key = jax.random.fold_in(run.sample_key, int(state.step) + 1)
-    samples = _sample_picture(run, params, key, os.path.join(workdir, "samples", "samples.png"))
-    if jax.process_index() == 0:
-        np.savez(os.path.join(workdir, "samples", "samples.npz"), samples=samples, step=int(state.step))
-    return samples
+        raise _no_checkpoint(workdir, purpose)
+    return restored[0]

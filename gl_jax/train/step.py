@@ -20,7 +20,14 @@ import optax
 from gl_jax.train.precision import with_compute_dtype
 from gl_jax.train.state import TrainState
 
-__all__ = ["make_train_step", "ema_decay_at", "ema_init_weight", "LossFn", "REMAT_POLICIES"]
+__all__ = [
+    "make_train_step",
+    "ema_decay_at",
+    "ema_init_weight",
+    "tree_all_finite",
+    "LossFn",
+    "REMAT_POLICIES",
+]
 
 LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
 
@@ -37,6 +44,14 @@ def _batch_size(batch: dict) -> int:
     if len(sizes) != 1:
         raise ValueError(f"Every batch entry needs the same leading (batch) size, got sizes {sizes}.")
     return sizes.pop()
+
+
+def tree_all_finite(tree: Any) -> jax.Array:
+    """Whether every floating-point leaf of `tree` is free of NaN and Inf: a scalar bool array."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    if not leaves:
+        return jnp.asarray(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
 def _micro_batches(tree: Any, num: int) -> Any:
@@ -126,8 +141,9 @@ def make_train_step(
     Returns:
       `train_step(state, batch, key) -> (state, metrics)`: `key` is the run's base key (the step's key is
       `fold_in(key, state.step)`, never stored); metrics hold the family's metrics plus `grad_norm`,
-      `finite` (1.0 when the update was applied, 0.0 when a NaN/Inf in the loss or gradients made the step
-      keep the previous parameters) and `step` (the step number the metrics belong to).
+      `finite` (1.0 when the update was applied, 0.0 when a NaN/Inf in the loss, the gradients or the
+      updated parameters, optimizer state or EMA made the step keep the previous state) and `step` (the
+      step number the metrics belong to).
     """
     if grad_accum_steps < 1:
         raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}.")
@@ -173,7 +189,6 @@ def make_train_step(
         if axis_name is not None:
             grads, loss, metrics = jax.lax.pmean((grads, loss, metrics), axis_name)
         grad_norm = optax.global_norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -182,7 +197,10 @@ def make_train_step(
             ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, state.ema_params, params)
         else:  # The fixed decay as a Python float, so existing runs compute bit-for-bit as before.
             ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
-        # A non-finite step leaves everything but the counter as it was, so nothing saved is poisoned.
+        # A finite loss and gradient can still give a non-finite update (a NaN or huge learning rate, an
+        # overflowing Adam moment); the new state itself is checked, so nothing saved is ever poisoned.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & tree_all_finite((params, opt_state, ema))
+        # A non-finite step leaves everything but the counter as it was.
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         new_state = state.replace(
             step=state.step + 1,
