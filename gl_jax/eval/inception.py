@@ -26,13 +26,16 @@ with kernels as HWIO and the batch-norm statistics stored as parameters, since t
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "INCEPTION_SIZE",
@@ -341,6 +344,31 @@ def load_inception_params(path: str | os.PathLike | None = None, *, convert: boo
         from gl_jax.eval import convert_inception  # Imports torch lazily, only for this one-time step.
 
         convert_inception.convert_and_cache(cache_path=path)
-    with open(path, "rb") as f:
-        params = serialization.msgpack_restore(f.read())
+    try:
+        with open(path, "rb") as f:
+            params = serialization.msgpack_restore(f.read())
+        _check_tree(params)
+    except Exception as e:  # noqa: BLE001 - msgpack, truncation and structure errors mean the same.
+        if not convert:
+            raise ValueError(
+                f"The converted FID Inception weights {path} are unreadable ({type(e).__name__}); delete the "
+                "file and run `python -m gl_jax.eval.convert_inception` to convert them again."
+            ) from None
+        from gl_jax.eval import convert_inception
+
+        log.warning("The FID Inception cache %s is unreadable (%s); converting the weights again.", path, e)
+        os.replace(path, f"{path}.corrupt")
+        convert_inception.convert_and_cache(cache_path=path)
+        with open(path, "rb") as f:
+            params = serialization.msgpack_restore(f.read())
     return jax.tree.map(jnp.asarray, params)
+
+
+def _check_tree(params: Any) -> None:
+    """Raises unless `params` has the Flax InceptionV3's parameters with their shapes (a cache's check)."""
+    x = jax.ShapeDtypeStruct((1, INCEPTION_SIZE, INCEPTION_SIZE, 3), jnp.float32)
+    head = isinstance(params, dict) and "softmax" in params
+    want = jax.eval_shape(lambda x: InceptionV3(head=head).init(jax.random.key(0), x), x)["params"]
+    got = jax.tree.map(np.shape, params)
+    if got != jax.tree.map(lambda s: s.shape, want):
+        raise ValueError("the parameters' names or shapes differ from the Flax InceptionV3's")

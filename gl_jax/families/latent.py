@@ -110,11 +110,19 @@ def load_params(path: str, target: Any, *, step: int = -1, use_ema: bool = True)
 
     Raises:
       FileNotFoundError: no checkpoint (see `find_checkpoint`).
-      ValueError: the checkpoint holds other parameter names or shapes than `target`.
+      ValueError: the checkpoint holds other parameter names or shapes than `target`, or its files do not
+        match their checksums.
     """
     import orbax.checkpoint as ocp  # Only latent runs read other runs' checkpoints.
 
+    from gl_jax.train import integrity
+
     state_dir = find_checkpoint(path, step=step)
+    if problem := integrity.verify(os.path.dirname(state_dir)):
+        raise ValueError(
+            f"The VAE checkpoint {os.path.dirname(state_dir)} is corrupt ({problem}); name another step with "
+            "config.latent.vae_step, or train the VAE again."
+        )
     restored = ocp.StandardCheckpointer().restore(state_dir)
     entry = "ema_params" if use_ema else "params"
     params = jax.tree.map(np.asarray, restored[entry])

@@ -14,18 +14,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zipfile
+import zlib
 from typing import Any, NamedTuple
 
 import ml_collections
 import numpy as np
 import tqdm
 
+from gl_jax import files
 from gl_jax.data.pipeline import load_arrays, make_dataset
 from gl_jax.data.sources import DataSpec, open_dataset, resolve_data_dir
 from gl_jax.eval.features import Extractor, inception_extractor
 from gl_jax.eval.frechet import FeatureStats, StatsAccumulator
 from gl_jax.eval.inception import InceptionOutputs
-from gl_jax.train.loop import WorkdirError
+from gl_jax.train.workdir import WorkdirError
 
 __all__ = ["ReferenceStats", "compute_stats", "feature_extractor", "feature_kind", "stats_path"]
 
@@ -87,12 +90,8 @@ def _stats_meta(config: ml_collections.ConfigDict, spec: DataSpec) -> dict:
     }
 
 
-def _save_npz(path: str, **arrays: Any) -> None:
-    """`np.savez` through a temporary file and a rename, so a reader never sees half a file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.npz"  # np.savez appends `.npz` to names without it.
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+# What `np.load` and the reads of a damaged `.npz` raise (a truncated zip, a bad member, bad JSON).
+_UNREADABLE = (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError)
 
 
 def _load_reference(path: str, meta: dict) -> ReferenceStats:
@@ -140,8 +139,23 @@ def compute_stats(config: ml_collections.ConfigDict, *, extractor: Extractor | N
     path = stats_path(config, spec)
     meta = _stats_meta(config, spec)
     if os.path.exists(path):
-        log.info("Reusing the reference statistics in %s.", path)
-        return _load_reference(path, meta)
+        try:
+            reference = _load_reference(path, meta)
+        except _UNREADABLE as e:
+            # A cache of our own making (the data is still there): set it aside and compute it again.
+            aside = f"{path}.corrupt"
+            log.warning(
+                "The reference statistics in %s are unreadable (%s: %s); moving them to %s and computing "
+                "them again.",
+                path,
+                type(e).__name__,
+                e,
+                aside,
+            )
+            os.replace(path, aside)
+        else:
+            log.info("Reusing the reference statistics in %s.", path)
+            return reference
     split = config.stats.split
     if split not in sources:
         raise ValueError(
@@ -171,7 +185,7 @@ def compute_stats(config: ml_collections.ConfigDict, *, extractor: Extractor | N
     stats = acc.result()
     features = np.concatenate(kept).astype(np.float32)  # [M, D]
     try:
-        _save_npz(
+        files.save_npz(
             path,
             mu=stats.mu,
             sigma=stats.sigma,
