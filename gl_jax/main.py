@@ -17,6 +17,7 @@ import datetime
 import importlib.util
 import logging
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -150,14 +151,23 @@ def _parse_flags(argv: list[str]) -> list[str]:
         message = str(e)
         if "Error whilst parsing config file" in message:
             # The config file's own exception: its last line, without the traceback absl put before it.
-            flag = message.split(":", 1)[0].removeprefix("flag ")
+            flag = message.split(": Error whilst parsing config file", 1)[0].removeprefix("flag ")
             last = [line for line in message.splitlines() if line.strip()][-1]
             _exit_line(f"gl-jax: error: {flag}: {_one_line(last)}")
-        _exit_line(
-            f"gl-jax: error: {_one_line(message.removeprefix('flag '))} (see --helpfull for all flags)"
-        )
+        message = _one_line(message.removeprefix("flag "))
+        if message.startswith("--config."):
+            _exit_line(f"gl-jax: error: {message}; give a value of the type the config file gives that key.")
+        _exit_line(f"gl-jax: error: {message} (see --helpfull for all flags)")
     except (AttributeError, KeyError, TypeError, ValueError) as e:
-        _exit_line(f"gl-jax: config error: {_one_line(str(e).strip(chr(39) + chr(34)))}")
+        # ml_collections' unknown-key error, escaped: "'lrr' Did you mean "lr" instead of "lrr"?".
+        text = _one_line(str(e).replace("\\n", " ").replace("\\", ""))
+        match = re.match(r"^\W*([\w.]+)\W+(.*)$", text)
+        key, hint = match.groups() if match else (text, "")
+        hint = hint.rstrip("\"' ")
+        _exit_line(
+            f"gl-jax: error: unknown config key '{key}'. {hint} Fix the --config.<key> override: the keys "
+            "are those of the config file and gl_jax/configs.py."
+        )
     return []  # Not reached.
 
 

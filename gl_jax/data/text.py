@@ -56,13 +56,15 @@ class TextFile(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         )
 
     def _source(self, dl_manager) -> pathlib.Path:
+        del dl_manager  # Its `manual_dir` asserts that the folder exists; a missing file gets our message.
         stem, _ = parse_name(self.builder_config.name)
-        folder = os.environ.get("GL_JAX_TEXT_DIR") or dl_manager.manual_dir
+        manual = pathlib.Path(self._data_dir_root) / "downloads" / "manual"
+        folder = os.environ.get("GL_JAX_TEXT_DIR") or manual
         path = pathlib.Path(folder) / f"{stem}.txt"
-        if not path.exists():
+        if not path.is_file():
             raise FileNotFoundError(
                 f"Text file {path} not found for dataset text/{self.builder_config.name}. Put {stem}.txt in "
-                f"{dl_manager.manual_dir} or set $GL_JAX_TEXT_DIR to a folder holding it."
+                f"{manual} or set $GL_JAX_TEXT_DIR to a folder holding it."
             )
         return path
 
