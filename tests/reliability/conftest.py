@@ -37,10 +37,13 @@ def env(data_dir: str) -> dict:
     return out
 
 
-def gl_jax(*args, data_dir: str, timeout: float = 600, cache: str = _CACHE) -> subprocess.CompletedProcess:
-    """Runs `gl-jax ARGS` to the end."""
+def gl_jax(
+    *args, data_dir: str, timeout: float = 600, cache: str | None = _CACHE
+) -> subprocess.CompletedProcess:
+    """Runs `gl-jax ARGS` to the end (`cache=None`: no --compilation_cache flag of its own)."""
+    cache_flag = [f"--compilation_cache={cache}"] if cache is not None else []
     return subprocess.run(
-        [GL_JAX, f"--compilation_cache={cache}", *map(str, args)],
+        [GL_JAX, *cache_flag, *map(str, args)],
         env=env(data_dir),
         capture_output=True,
         text=True,

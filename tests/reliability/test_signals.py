@@ -54,4 +54,3 @@ def test_a_signal_during_start_up_is_one_line_and_changes_nothing(tmp_path, trai
     assert error_lines_of(err) == [f"gl-jax: interrupted by {name} during start-up; nothing was saved"], err
     assert snapshot(os.path.join(workdir, "checkpoints")) == before
     assert steps(workdir) == [10, 20]
-
