@@ -2,8 +2,8 @@
 
 Every writer here writes to a temporary file in the destination's folder (same file system, so the rename
 is atomic), flushes it to disk, and renames it over the destination (POSIX `rename(2)`): the path holds
-either the old content or the new, never a mix. A kill leaves at most a `*.tmp<pid>*` file beside it,
-which `remove_stale_temporaries` clears.
+either the old content or the new, never a mix. A kill leaves at most a `<name>.tmp<pid>.*` file beside
+it, never a half-written `<name>`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_open", "write_bytes", "write_json", "save_npz", "remove_stale_temporaries"]
+__all__ = ["atomic_open", "write_bytes", "write_json", "save_npz"]
 
 _TMP = ".tmp"
 
@@ -74,28 +74,3 @@ def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     write_bytes(path, buffer.getvalue())
-
-
-def remove_stale_temporaries(folder: str | os.PathLike) -> None:
-    """Removes the temporaries of writes in `folder` that a kill interrupted (their pid no longer runs)."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in names:
-        _, sep, rest = name.partition(_TMP)
-        pid = rest.split(".", 1)[0]
-        if not sep or not pid.isdigit() or _alive(int(pid)):
-            continue
-        with contextlib.suppress(OSError):
-            os.remove(os.path.join(folder, name))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -44,6 +44,19 @@ log = logging.getLogger(__name__)
 # One compiled reduction over a whole state (instead of a dispatch per leaf).
 _all_finite = jax.jit(tree_all_finite)
 
+# A reader's options (save_interval_steps=0: orbax would warn that it sets it so itself).
+_READ_ONLY = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+
+
+class _QuietReadOnly(logging.Filter):
+    """Drops orbax's warning that a read-only manager's folder is read-only: reading is all it does."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Given directory is read only")
+
+
+logging.getLogger("absl").addFilter(_QuietReadOnly())
+
 # How long a failed save's remaining background writes are waited for before `close` returns.
 _DRAIN_TIMEOUT_S = 120.0
 
@@ -136,7 +149,7 @@ class Checkpointer:
         if not read_only and jax.process_index() == 0:
             _remove_partial_saves(self.directory)
         if read_only:
-            options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+            options = _READ_ONLY
         else:
             options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
@@ -279,7 +292,7 @@ class Checkpointer:
         tried: set[int] = set()
         while True:
             steps = [s for s in self.all_steps() if s not in tried]
-            if self.read_only and not tried:
+            if self.read_only:
                 # A step whose checksums are not written yet is being finished by the trainer; prefer
                 # the newest verified one (all steps of a run written before checksums have none).
                 verified = [s for s in steps if integrity.has_checksums(self._step_folder(s))]
@@ -288,11 +301,14 @@ class Checkpointer:
                 break
             step = steps[-1]
             tried.add(step)
-            restored, problem = self._restore_step(step, target, abstract)
+            if self.read_only:
+                restored, problem = self._restore_pinned(step, target, abstract)
+            else:
+                restored, problem = self._restore_step(step, target, abstract)
             if restored is not None:
                 return restored
-            if step not in self.all_steps():
-                continue  # Removed by the trainer (max_to_keep) while this process read it.
+            if problem is None or step not in self.all_steps():
+                continue  # Removed by the trainer (max_to_keep) before or while this process read it.
             self._set_aside(step, problem)
         if tried:
             raise CheckpointError(
@@ -301,14 +317,47 @@ class Checkpointer:
             )
         return None
 
-    def _restore_step(self, step: int, target: TrainState, abstract: Any) -> tuple[Any, str]:
+    def _restore_pinned(self, step: int, target: TrainState, abstract: Any) -> tuple[Any, str | None]:
+        """A reader's restore of `step` from hard links to its files, which the trainer's deletion of the
+        step (`max_to_keep`) cannot pull away mid-read; `(None, None)` when the step is already gone.
+
+        The links live in `<workdir>/.gl_jax_readers/<pid>/` (the same file system as the checkpoints,
+        outside `checkpoints/`) and are removed after the read. Where hard links are not supported the
+        step is read in place.
+        """
+        pinned = os.path.join(os.path.dirname(self.directory), ".gl_jax_readers", str(os.getpid()))
+        source, copy = self._step_folder(step), os.path.join(pinned, str(step))
+        try:
+            for root, _, names in os.walk(source):
+                os.makedirs(os.path.join(copy, os.path.relpath(root, source)), exist_ok=True)
+                for name in names:
+                    os.link(os.path.join(root, name), os.path.join(copy, os.path.relpath(root, source), name))
+        except FileNotFoundError:
+            shutil.rmtree(pinned, ignore_errors=True)
+            return None, None
+        except OSError:  # No hard links here (some network file systems): read in place.
+            shutil.rmtree(pinned, ignore_errors=True)
+            return self._restore_step(step, target, abstract)
+        manager = ocp.CheckpointManager(pinned, options=_READ_ONLY, item_names=("state", "data"))
+        try:
+            restored, problem = self._restore_step(step, target, abstract, folder=copy, manager=manager)
+        finally:
+            manager.close()
+            shutil.rmtree(pinned, ignore_errors=True)
+        if restored is None and not os.path.isdir(source):
+            return None, None  # Deleted while it was being linked: the copy was partial.
+        return restored, problem
+
+    def _restore_step(
+        self, step: int, target: TrainState, abstract: Any, *, folder: str | None = None, manager=None
+    ) -> tuple[Any, str]:
         """`((state, data_state), "")` for a sound step, else `(None, what is wrong with it)`."""
-        folder = self._step_folder(step)
+        folder = folder or self._step_folder(step)
         if problem := integrity.verify(folder):
             return None, f"checksum mismatch: {problem}"
-        self._check_compatible(step, abstract)
+        self._check_compatible(step, abstract, folder=folder)
         try:
-            restored = self._manager.restore(
+            restored = (manager or self._manager).restore(
                 step,
                 args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()
@@ -360,12 +409,12 @@ class Checkpointer:
             aside,
         )
 
-    def _check_compatible(self, step: int, abstract: Any) -> None:
+    def _check_compatible(self, step: int, abstract: Any, *, folder: str | None = None) -> None:
         """Raises when the checkpoint holds arrays of other names or shapes than the config builds."""
         try:
             # The item handler's metadata: the checkpointer's would also look for a step-level metadata
             # file inside the item folder and log that there is none.
-            path = epath.Path(self.directory) / str(step) / "state"
+            path = epath.Path(folder or self._step_folder(step)) / "state"
             metadata = ocp.StandardCheckpointHandler().metadata(path)
             saved = _shapes(getattr(metadata, "item_metadata", metadata))
         except Exception:  # noqa: BLE001 - unreadable metadata: restore fails below and falls back.

@@ -195,7 +195,9 @@ class _Progress:
         state = self._read_state()
         if state is not None and state.get("fingerprint") == self.fingerprint:
             self.done, self.seconds = int(state["done"]), float(state["seconds"])
-            files.remove_stale_temporaries(folder)  # Writes a kill interrupted.
+            for name in os.listdir(folder):
+                if ".tmp" in name:  # A write a kill interrupted (this process holds the eval lock).
+                    os.remove(os.path.join(folder, name))
             self.done = self._readable_batches()
             log.info("Resuming after %d finished batches in %s.", self.done, folder)
         elif os.path.isdir(folder):

@@ -234,11 +234,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       The final train state.
 
     Raises:
-      ConfigError: an invalid option (`gl_jax.train.validation`).
+      gl_jax.train.validation.ConfigError: an invalid option.
       WorkdirError: the workdir is empty, not writable, or held by another training process.
-      NonFiniteLossError: the loss, gradients or updated state became NaN/Inf and
+      NonFiniteLossError: the loss, gradients or updated parameters became NaN/Inf and
         `config.train.on_nonfinite == "stop"`.
-      Interrupted: SIGINT (after saving), or either signal during start-up (nothing saved).
+      KeyboardInterrupt: `gl_jax.interrupts.Interrupted`, on SIGINT (after saving), or on either signal
+        during start-up (nothing saved).
     """
     with handle_signals() as signals:
         check_config(config, mode="train")

@@ -24,13 +24,6 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         np.testing.assert_array_equal(f["x"], np.arange(3))
 
 
-def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
-    (tmp_path / "a.npz.tmp999999999.x").write_text("half")  # No such pid.
-    (tmp_path / f"b.npz.tmp{os.getpid()}.x").write_text("being written")  # This process: kept.
-    files.remove_stale_temporaries(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == [f"b.npz.tmp{os.getpid()}.x"]
-
-
 def test_metrics_resume_drops_later_steps_and_a_partial_line(tmp_path):
     lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (10, 20, 30)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 40, "lo')  # Killed mid-line.
