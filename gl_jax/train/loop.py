@@ -236,7 +236,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     Raises:
       gl_jax.train.validation.ConfigError: an invalid option.
       WorkdirError: the workdir is empty, not writable, or held by another training process.
-      NonFiniteLossError: the loss, gradients or updated parameters became NaN/Inf and
+      NonFiniteLossError: the loss, gradients or optimizer update became NaN/Inf and
         `config.train.on_nonfinite == "stop"`.
       KeyboardInterrupt: `gl_jax.interrupts.Interrupted`, on SIGINT (after saving), or on either signal
         during start-up (nothing saved).
@@ -318,7 +318,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
             checkpointer.wait()
             last_good = checkpointer.all_steps()
             raise NonFiniteLossError(
-                f"The loss, the gradients or the updated state became NaN/Inf at step {first}; stopped. The "
+                f"The loss, the gradients or the update became NaN/Inf at step {first}; stopped. The "
                 f"last good checkpoint is step {last_good[-1] if last_good else 'none'} in "
                 f"{checkpointer.directory}. Lower config.optim.lr, tighten config.optim.grad_clip, or set "
                 "config.train.on_nonfinite='skip'."
