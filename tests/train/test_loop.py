@@ -18,6 +18,7 @@ import pytest
 from gl_jax.train import TrainState, make_optimizer
 from gl_jax.train.checkpoint import Checkpointer, CheckpointError
 from tests.conftest import REPO, load_config
+from tests.reliability.conftest import steps, wait_for_checkpoint
 
 # A toy run long enough to be killed part-way: ~1 ms per step after compilation.
 TOY_ARGS = [
@@ -43,24 +44,8 @@ def _launch(workdir, data_dir):
     )
 
 
-def _steps(workdir):
-    ckpt = workdir / "checkpoints"
-    return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.exists() else []
-
-
-def _wait_for_checkpoint(proc, workdir, at_least, timeout=300):
-    start = time.time()
-    while time.time() - start < timeout:
-        steps = _steps(workdir)
-        if steps and steps[-1] >= at_least:
-            return steps[-1]
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.01)
-    raise TimeoutError("no checkpoint appeared")
-
-
 def _final_state(workdir):
-    step = _steps(workdir)[-1]
+    step = steps(workdir)[-1]
     restored = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")
     return step, restored
 
@@ -78,12 +63,12 @@ def _killed_and_restarted_equals_uninterrupted(tmp_path, data_dir, *, kills, see
     targets = np.sort(rng.choice(np.arange(3, 38, 3), size=kills, replace=False)) * 100  # >= 300 apart.
     for target in targets:
         proc = _launch(killed_dir, data_dir)
-        _wait_for_checkpoint(proc, killed_dir, at_least=int(target))
+        wait_for_checkpoint(proc, killed_dir, at_least=int(target))
         time.sleep(rng.uniform(0.0, 0.05))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL
-        assert _steps(killed_dir)[-1] < 4000
+        assert steps(killed_dir)[-1] < 4000
 
     restart = _launch(killed_dir, data_dir)
     out, err = restart.communicate(timeout=600)
@@ -109,11 +94,11 @@ def test_five_sigkills_at_random_steps_then_restart_is_bitwise_equal(tmp_path, d
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path, data_dir):
     proc = _launch(tmp_path, data_dir)
-    _wait_for_checkpoint(proc, tmp_path, at_least=200)
+    wait_for_checkpoint(proc, tmp_path, at_least=200)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
-    last = _steps(tmp_path)[-1]
+    last = steps(tmp_path)[-1]
     assert 200 <= last < 4000
     assert "SIGTERM" in err and f"step {last}" in err
 
@@ -125,7 +110,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, data_
     config = load_config("toy_vp", "smoke")
     config.data.data_dir = data_dir
     train_and_evaluate(config, str(tmp_path))
-    assert _steps(tmp_path) == [10, 20]
+    assert steps(tmp_path) == [10, 20]
     good = _final_state(tmp_path)[1]
 
     original = ScoreDiffusion.loss
@@ -138,7 +123,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, data_
     config.train.num_steps = 40
     with pytest.raises(NonFiniteLossError, match=r"at step 21; stopped.*last good checkpoint is step 20"):
         train_and_evaluate(config, str(tmp_path))
-    assert _steps(tmp_path) == [10, 20]
+    assert steps(tmp_path) == [10, 20]
     for a, b in zip(jax.tree.leaves(good), jax.tree.leaves(_final_state(tmp_path)[1]), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -244,7 +229,7 @@ def test_full_disk_while_saving_is_one_clear_error_and_keeps_previous_checkpoint
     assert "step 10 is intact" in message
     monkeypatch.undo()
 
-    assert _steps(tmp_path) == [10]
+    assert steps(tmp_path) == [10]
     step, state = _final_state(tmp_path)  # Readable.
     assert step == 10 and int(state["step"]) == 10
     # The next start removes the failed save's partial folder, freeing its space.
