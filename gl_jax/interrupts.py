@@ -1,17 +1,22 @@
 """SIGINT (Ctrl-C) and SIGTERM (a scheduler's pre-emption): one line during start-up, a checkpoint after.
 
-`handle_signals()` installs one handler for both signals. Outside a `defer()` block a signal raises
-`Interrupted` where the main thread is (Python runs handlers between bytecodes, so inside a long compile
-it is raised when the compile returns); the command prints one line and exits with 128 + the signal
-number. Inside `defer()` (the training loop) a signal is only recorded: the loop sees `pending`, saves a
-checkpoint at the next step and stops. The handler is installed by `gl-jax` before anything heavy is
-imported, and by `train_and_evaluate` itself when called from Python.
+`handle_signals()` installs one handler for both signals. It always records the signal in `pending`.
+Outside a `defer()` block it also raises `Interrupted` where the main thread is (Python runs handlers
+between bytecodes, so inside a long compile it is raised when the compile returns); the command prints
+one line and exits with 128 + the signal number. Python swallows an exception raised inside a garbage
+collector or weakref callback, where a handler may happen to run, so `check()` raises again for a
+recorded signal at safe points (entering `defer()`, and before the command exits); the swallowed copy is
+kept off the terminal. Inside `defer()` (the training loop) a signal is only recorded: the loop sees
+`pending`, saves a checkpoint at the next step, and clears `pending` once it has acted. The handler is
+installed by `gl-jax` before anything heavy is imported, and by `train_and_evaluate` itself when called
+from Python.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -54,14 +59,19 @@ class SignalState:
 
     def _handle(self, signum, frame) -> None:
         del frame
-        if self._deferring:
-            self.pending = signum
-            return
-        raise Interrupted(signum, f"interrupted by {signal_name(signum)} {self.when}")
+        self.pending = signum
+        if not self._deferring:
+            self.check()
+
+    def check(self) -> None:
+        """Raises `Interrupted` for a recorded signal that nothing has acted on yet."""
+        if self.pending is not None:
+            raise Interrupted(self.pending, f"interrupted by {signal_name(self.pending)} {self.when}")
 
     @contextlib.contextmanager
     def defer(self) -> Iterator[SignalState]:
         """Inside the block a signal only sets `pending` (checked by the caller at safe points)."""
+        self.check()  # A signal whose exception was swallowed before the block.
         self._deferring += 1
         try:
             yield self
@@ -87,10 +97,18 @@ def handle_signals() -> Iterator[SignalState]:
         yield state
         return
     previous = {s: signal.signal(s, state._handle) for s in SIGNALS}
+    previous_hook = sys.unraisablehook
     _state = state
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, Interrupted):  # Ours is raised again by `check()`.
+            previous_hook(unraisable)
+
+    sys.unraisablehook = hook
     try:
         yield state
     finally:
         _state = None
+        sys.unraisablehook = previous_hook
         for s, handler in previous.items():
             signal.signal(s, handler)

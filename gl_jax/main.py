@@ -260,12 +260,16 @@ def run() -> None:
     """Console-script entry point: SIGINT and SIGTERM are handled before anything heavy is imported."""
     from gl_jax.interrupts import Interrupted, handle_signals
 
-    with handle_signals():
+    with handle_signals() as signals:
         try:
-            _define_flags()
-            from absl import app
+            try:
+                _define_flags()
+                from absl import app
 
-            app.run(main, flags_parser=_parse_flags)
+                app.run(main, flags_parser=_parse_flags)
+            except SystemExit:
+                signals.check()  # A signal whose exception Python swallowed (see gl_jax.interrupts).
+                raise
         except Interrupted as e:
             _exit_line(f"gl-jax: {e}", e.exit_code)
 

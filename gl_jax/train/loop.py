@@ -366,7 +366,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
                 if stop:
                     save()
                     checkpointer.wait()
-                    return _stopped(signals.pending or signal.SIGTERM, step, checkpointer.directory, state)
+                    signum, signals.pending = signals.pending or signal.SIGTERM, None  # Acted on.
+                    return _stopped(signum, step, checkpointer.directory, state)
                 if step % t.checkpoint_every == 0 and step < t.num_steps:
                     save()
             save()
@@ -375,6 +376,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
             f"after the final checkpoint (step {step}) was saved; rerun the same command to write the final "
             "pictures"
         )
+        signals.check()  # A signal during the last steps: the final checkpoint is saved, stop here.
         _evaluate(run, state, step, workdir, writer)
     finally:
         progress.close()
@@ -489,7 +491,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray:
       The samples, `[N, ...]`.
     """
     with handle_signals() as signals:
-        signals.when = "while sampling; nothing was written"
+        signals.when = "while sampling; rerun the command to sample"
         check_config(config, mode="sample")
         workdir = reading_workdir(workdir, purpose="sample from")
         distributed.initialize(config.distributed)

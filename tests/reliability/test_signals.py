@@ -54,3 +54,26 @@ def test_a_signal_during_start_up_is_one_line_and_changes_nothing(tmp_path, trai
     assert error_lines_of(err) == [f"gl-jax: interrupted by {name} during start-up; nothing was saved"], err
     assert snapshot(os.path.join(workdir, "checkpoints")) == before
     assert steps(workdir) == [10, 20]
+
+
+def test_a_signal_whose_exception_python_swallowed_is_raised_again_and_not_printed(capfd):
+    """A handler can run inside a garbage-collector callback, where Python prints and drops exceptions."""
+    import gc
+
+    from gl_jax.interrupts import Interrupted, handle_signals
+
+    class Collected:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)  # The handler runs here, and its exception is swallowed.
+
+    before = signal.getsignal(signal.SIGTERM)
+    with handle_signals() as signals:
+        Collected()
+        gc.collect()
+        assert signals.pending == signal.SIGTERM
+        with pytest.raises(Interrupted, match="interrupted by SIGTERM during start-up") as info:
+            with signals.defer():
+                pass  # Never reached: entering the loop raises for the recorded signal.
+        assert info.value.exit_code == 128 + signal.SIGTERM
+    assert "Traceback" not in capfd.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before  # The previous handler is back.
