@@ -4,8 +4,8 @@
 `<workdir>/.gl_jax.lock`, held by a training run for its whole life: the kernel releases it when the
 process ends, however it ends (a SIGKILL included), so there is never a stale lock to clean by hand. The
 file also names its holder (pid, host, start time) for the error a second run prints. `fcntl` is used
-directly rather than through `filelock`, which truncates the lock file on every attempt and so would erase
-the holder's name. Readers (`--mode sample`, `--mode eval`, `--mode stats`) take no lock on the run: they
+directly (the standard library) rather than adding `filelock` as a dependency: all this needs is one
+`flock` call and writing the holder's name into the locked file. Readers (`--mode sample`, `--mode eval`, `--mode stats`) take no lock on the run: they
 never write inside `checkpoints/` (see `gl_jax.train.checkpoint`). `--mode eval` locks its own
 `<workdir>/eval/` the same way, since two evaluations would share progress files.
 
