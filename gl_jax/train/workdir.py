@@ -5,9 +5,11 @@
 process ends, however it ends (a SIGKILL included), so there is never a stale lock to clean by hand. The
 file also names its holder (pid, host, start time) for the error a second run prints. `fcntl` is used
 directly (the standard library) rather than adding `filelock` as a dependency: all this needs is one
-`flock` call and writing the holder's name into the locked file. Readers (`--mode sample`, `--mode eval`, `--mode stats`) take no lock on the run: they
-never write inside `checkpoints/` (see `gl_jax.train.checkpoint`). `--mode eval` locks its own
-`<workdir>/eval/` the same way, since two evaluations would share progress files.
+`flock` call and writing the holder's name into the locked file.
+
+Readers (`--mode sample`, `--mode eval`, `--mode stats`) take no lock on the run: they never write inside
+`checkpoints/` (see `gl_jax.train.checkpoint`). `--mode eval` locks its own `<workdir>/eval/` the same
+way, since two evaluations would share progress files.
 
 On a network file system `flock` may be local to each machine: run one trainer per workdir there.
 """
