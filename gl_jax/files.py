@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_open", "write_bytes", "write_json", "save_npz"]
+__all__ = ["atomic_open", "write_bytes", "write_json", "save_npz", "read_npz", "UnreadableFile"]
 
 _TMP = ".tmp"
 
@@ -74,3 +74,23 @@ def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     write_bytes(path, buffer.getvalue())
+
+
+class UnreadableFile(ValueError):
+    """A file that does not read back: truncated, flipped bytes, or not of the expected format."""
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an `.npz` (never unpickling anything).
+
+    Raises:
+      FileNotFoundError: there is no such file.
+      UnreadableFile: it does not read back (a zip CRC, zlib, array-header or I/O error).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: np.asarray(f[k]) for k in f.files}
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zip, zlib, header and I/O errors all mean the same here.
+        raise UnreadableFile(f"{type(e).__name__}: {e}") from None

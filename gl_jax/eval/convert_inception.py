@@ -24,11 +24,10 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gl_jax import files
-from gl_jax.eval.inception import INCEPTION_SIZE, NUM_CLASSES, POOL_DIM, InceptionV3, default_cache_path
+from gl_jax.eval.inception import NUM_CLASSES, POOL_DIM, default_cache_path, param_shapes
 
 __all__ = [
     "SETUP_COMMANDS",
@@ -93,12 +92,6 @@ def _check_pinned(path: str | os.PathLike) -> None:
         )
 
 
-def _expected_shapes(head: bool) -> dict:
-    x = jax.ShapeDtypeStruct((1, INCEPTION_SIZE, INCEPTION_SIZE, 3), jnp.float32)
-    shapes = jax.eval_shape(lambda x: InceptionV3(head=head).init(jax.random.key(0), x), x)["params"]
-    return jax.tree.map(lambda s: s.shape, shapes)
-
-
 def _flax_path(torch_name: str) -> tuple[tuple[str, ...], str]:
     """`net.layers.mixed_4.tower_1.conv_2.weight` -> (("mixed_4", "tower_1_conv_2"), "kernel")."""
     parts = torch_name.removeprefix("net.layers.").split(".")
@@ -116,7 +109,7 @@ def convert_torchscript(path: str | os.PathLike) -> dict:
     _check_pinned(path)
     torch = _import_torch()
     module = torch.jit.load(os.fspath(path), map_location="cpu")
-    expected = _expected_shapes(head=False)
+    expected = param_shapes(head=False)
     params: dict = {}
     for name, tensor in module.state_dict().items():
         array = tensor.detach().cpu().numpy().astype(np.float32)

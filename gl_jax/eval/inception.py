@@ -46,6 +46,7 @@ __all__ = [
     "SoftmaxHead",
     "default_cache_path",
     "load_inception_params",
+    "param_shapes",
     "resize_bilinear_tf",
     "to_inception_input",
 ]
@@ -364,11 +365,15 @@ def load_inception_params(path: str | os.PathLike | None = None, *, convert: boo
     return jax.tree.map(jnp.asarray, params)
 
 
+def param_shapes(*, head: bool) -> dict:
+    """The shape of every parameter of `InceptionV3(head=head)`, as a nested dict (computes nothing)."""
+    x = jax.ShapeDtypeStruct((1, INCEPTION_SIZE, INCEPTION_SIZE, 3), jnp.float32)
+    shapes = jax.eval_shape(lambda x: InceptionV3(head=head).init(jax.random.key(0), x), x)["params"]
+    return jax.tree.map(lambda s: s.shape, shapes)
+
+
 def _check_tree(params: Any) -> None:
     """Raises unless `params` has the Flax InceptionV3's parameters with their shapes (a cache's check)."""
-    x = jax.ShapeDtypeStruct((1, INCEPTION_SIZE, INCEPTION_SIZE, 3), jnp.float32)
     head = isinstance(params, dict) and "softmax" in params
-    want = jax.eval_shape(lambda x: InceptionV3(head=head).init(jax.random.key(0), x), x)["params"]
-    got = jax.tree.map(np.shape, params)
-    if got != jax.tree.map(lambda s: s.shape, want):
+    if jax.tree.map(np.shape, params) != param_shapes(head=head):
         raise ValueError("the parameters' names or shapes differ from the Flax InceptionV3's")

@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -35,14 +36,18 @@ from jax.experimental import multihost_utils
 
 from gl_jax.train import integrity
 from gl_jax.train.state import TrainState
-from gl_jax.train.step import tree_all_finite
 
 __all__ = ["Checkpointer", "CheckpointError"]
 
 log = logging.getLogger(__name__)
 
-# One compiled reduction over a whole state (instead of a dispatch per leaf).
-_all_finite = jax.jit(tree_all_finite)
+
+@jax.jit
+def _all_finite(leaves: list) -> jax.Array:
+    """Whether every floating-point leaf is free of NaN and Inf: one compiled reduction over a state."""
+    leaves = [x for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.asarray(True)
+
 
 # A reader's options (save_interval_steps=0: orbax would warn that it sets it so itself).
 _READ_ONLY = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
@@ -329,9 +334,10 @@ class Checkpointer:
         source, copy = self._step_folder(step), os.path.join(pinned, str(step))
         try:
             for root, _, names in os.walk(source):
-                os.makedirs(os.path.join(copy, os.path.relpath(root, source)), exist_ok=True)
+                folder = os.path.join(copy, os.path.relpath(root, source))
+                os.makedirs(folder, exist_ok=True)
                 for name in names:
-                    os.link(os.path.join(root, name), os.path.join(copy, os.path.relpath(root, source), name))
+                    os.link(os.path.join(root, name), os.path.join(folder, name))
         except FileNotFoundError:
             shutil.rmtree(pinned, ignore_errors=True)
             return None, None

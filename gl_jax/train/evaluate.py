@@ -223,10 +223,8 @@ class _Progress:
         """How many of the counted batches read back; the first corrupt one and those after are redone."""
         for i in range(self.done):
             try:
-                with np.load(self._batch_path(i)) as f:
-                    for k in f.files:
-                        f[k]  # noqa: B018 - reads (and checks) every array.
-            except Exception as e:  # noqa: BLE001 - zip CRC, zlib, header and I/O errors alike.
+                files.read_npz(self._batch_path(i))
+            except (OSError, files.UnreadableFile) as e:
                 log.warning(
                     "The progress file %s is corrupt (%s); redoing batches %d to %d.",
                     self._batch_path(i),
@@ -242,11 +240,7 @@ class _Progress:
 
     def load(self) -> list[dict[str, np.ndarray]]:
         """The arrays of the finished batches, in order."""
-        out = []
-        for i in range(self.done):
-            with np.load(self._batch_path(i)) as f:
-                out.append({k: f[k] for k in f.files})
-        return out
+        return [files.read_npz(self._batch_path(i)) for i in range(self.done)]
 
     def save(self, i: int, arrays: dict[str, np.ndarray], seconds: float) -> None:
         """Records batch `i` (the next one) and the wall time spent so far."""

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from typing import Any
 
 import grain
 import jax
@@ -422,10 +423,9 @@ def _finished(run: Run, state: TrainState, workdir: str) -> TrainState:
         step,
         run.config.train.num_steps,
     )
-    picture = os.path.join(workdir, "samples", f"step_{step:07d}.png")
+    params, key, picture = _step_picture(run, state, step, workdir)
     if not os.path.exists(picture):
-        params = state.ema_params if run.config.sample.use_ema else state.params
-        _sample_picture(run, params, jax.random.fold_in(run.sample_key, step), picture)
+        _sample_picture(run, params, key, picture)
     if not os.path.exists(os.path.join(workdir, "loss_curve.png")):
         _save_loss_curve(workdir)
     return state
@@ -449,12 +449,21 @@ def _evaluate(run: Run, state: TrainState, step: int, workdir: str, writer: Metr
     """Eval loss of the EMA parameters and a sample picture, on process 0 (the others go on training)."""
     if jax.process_index() != 0:
         return
-    params = state.ema_params if run.config.sample.use_ema else state.params
-    key = jax.random.fold_in(run.sample_key, step)
+    params, key, picture = _step_picture(run, state, step, workdir)
     eval_loss = _eval_loss(run, params, key)
     if eval_loss is not None:
         writer.write_scalars(step, {"eval_loss": eval_loss})
-    _sample_picture(run, params, key, os.path.join(workdir, "samples", f"step_{step:07d}.png"))
+    _sample_picture(run, params, key, picture)
+
+
+def _step_picture(run: Run, state: TrainState, step: int, workdir: str) -> tuple[Any, jax.Array, str]:
+    """The parameters, key and file of step `step`'s sample grid (the same grid on a rerun)."""
+    params = state.ema_params if run.config.sample.use_ema else state.params
+    return (
+        params,
+        jax.random.fold_in(run.sample_key, step),
+        os.path.join(workdir, "samples", f"step_{step:07d}.png"),
+    )
 
 
 def sampling_params(state: TrainState, config: ml_collections.ConfigDict) -> dict:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import zipfile
-import zlib
 from typing import Any, NamedTuple
 
 import ml_collections
@@ -90,28 +88,34 @@ def _stats_meta(config: ml_collections.ConfigDict, spec: DataSpec) -> dict:
     }
 
 
-# What `np.load` and the reads of a damaged `.npz` raise (a truncated zip, a bad member, bad JSON).
-_UNREADABLE = (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError)
-
-
 def _load_reference(path: str, meta: dict) -> ReferenceStats:
-    """Reads a file `compute_stats` wrote, checking that it is of the data `meta` describes."""
-    with np.load(path) as f:
-        saved = json.loads(str(f["meta"])) if "meta" in f.files else None
-        if saved is not None and saved != meta:
-            raise ValueError(
-                f"The statistics in {path} are of {saved}, not of {meta}; delete the file to recompute them "
-                "or point config.stats.path elsewhere."
-            )
-        if "features" not in f.files:
-            raise ValueError(
-                f"{path} holds statistics but no features for KID and precision/recall; delete it (it is "
-                "recomputed) or point config.stats.path at a file written by --mode stats."
-            )
-        stats = FeatureStats(
-            mu=np.asarray(f["mu"], np.float64), sigma=np.asarray(f["sigma"], np.float64), num=int(f["num"])
+    """Reads a file `compute_stats` wrote, checking that it is of the data `meta` describes.
+
+    Raises:
+      files.UnreadableFile: the file does not read back (it is recomputed).
+      ValueError: it holds statistics of other data, or no features (named, with the fix).
+    """
+    f = files.read_npz(path)
+    try:
+        saved = json.loads(str(f["meta"])) if "meta" in f else None
+    except ValueError as e:
+        raise files.UnreadableFile(f"its metadata is not JSON ({e})") from None
+    if saved is not None and saved != meta:
+        raise ValueError(
+            f"The statistics in {path} are of {saved}, not of {meta}; delete the file to recompute them "
+            "or point config.stats.path elsewhere."
         )
-        return ReferenceStats(stats, np.asarray(f["features"], np.float32), path)
+    if "features" not in f:
+        raise ValueError(
+            f"{path} holds statistics but no features for KID and precision/recall; delete it (it is "
+            "recomputed) or point config.stats.path at a file written by --mode stats."
+        )
+    if missing := {"mu", "sigma", "num"} - set(f):
+        raise files.UnreadableFile(f"it lacks {sorted(missing)}")
+    stats = FeatureStats(
+        mu=np.asarray(f["mu"], np.float64), sigma=np.asarray(f["sigma"], np.float64), num=int(f["num"])
+    )
+    return ReferenceStats(stats, np.asarray(f["features"], np.float32), path)
 
 
 def compute_stats(config: ml_collections.ConfigDict, *, extractor: Extractor | None = None) -> ReferenceStats:
@@ -141,14 +145,13 @@ def compute_stats(config: ml_collections.ConfigDict, *, extractor: Extractor | N
     if os.path.exists(path):
         try:
             reference = _load_reference(path, meta)
-        except _UNREADABLE as e:
+        except files.UnreadableFile as e:
             # A cache of our own making (the data is still there): set it aside and compute it again.
             aside = f"{path}.corrupt"
             log.warning(
-                "The reference statistics in %s are unreadable (%s: %s); moving them to %s and computing "
-                "them again.",
+                "The reference statistics in %s are unreadable (%s); moving them to %s and computing them "
+                "again.",
                 path,
-                type(e).__name__,
                 e,
                 aside,
             )

@@ -24,7 +24,6 @@ __all__ = [
     "make_train_step",
     "ema_decay_at",
     "ema_init_weight",
-    "tree_all_finite",
     "LossFn",
     "REMAT_POLICIES",
 ]
@@ -44,14 +43,6 @@ def _batch_size(batch: dict) -> int:
     if len(sizes) != 1:
         raise ValueError(f"Every batch entry needs the same leading (batch) size, got sizes {sizes}.")
     return sizes.pop()
-
-
-def tree_all_finite(tree: Any) -> jax.Array:
-    """Whether every floating-point leaf of `tree` is free of NaN and Inf: a scalar bool array."""
-    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-    if not leaves:
-        return jnp.asarray(True)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
 def _micro_batches(tree: Any, num: int) -> Any:
