@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,50 +13,34 @@ from gl_jax.models.mlp import ScoreMLP
 from gl_jax.models.preconditioning import EDMUNet
 from gl_jax.models.small_unet import SmallUNet
 from gl_jax.models.unet import UNet
+from gl_jax.registry import Registry
 
 __all__ = ["MODELS", "build_model"]
 
-MODELS: dict[str, type[nn.Module]] = {
-    "mlp": ScoreMLP,
-    "small_unet": SmallUNet,
-    "unet": UNet,
-    "edm": EDMUNet,
-    "dit": DiT,
-    "noisy_classifier": NoisyClassifier,
-}
+MODELS: Registry[type[nn.Module]] = Registry(
+    "model",
+    {
+        "mlp": ScoreMLP,
+        "small_unet": SmallUNet,
+        "unet": UNet,
+        "edm": EDMUNet,
+        "dit": DiT,
+        "noisy_classifier": NoisyClassifier,
+    },
+)
 
 
-def build_model(name: str, options: Mapping[str, Any]) -> nn.Module:
-    """Instantiates `MODELS[name](**options)`, naming any unknown option and its nearest valid one.
+def build_model(name: str, options: Mapping[str, Any], *, where: str = "config.model", **fixed: Any) -> nn.Module:
+    """Instantiates `MODELS[name](**options, **fixed)`, naming any unknown option and its nearest valid one.
 
     For models with a table of named sizes (`UNet`, `EDMUNet`, `DiT`, `NoisyClassifier`), the option
     `variant` picks an entry (e.g. `{"variant": "ddpmpp-cifar10", "dropout": 0.2}`); the other options
     override it.
+
+    Args:
+      name: a key of `MODELS`.
+      options: the model's config options.
+      where: the options' config path, for messages.
+      **fixed: fields the caller sets from the data (e.g. an image shape), not from the config.
     """
-    if name not in MODELS:
-        near = difflib.get_close_matches(name, MODELS, n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise ValueError(f"Unknown model {name!r}; choose one of {sorted(MODELS)}.{hint}")
-    cls = MODELS[name]
-    variants = getattr(cls, "VARIANTS", None)
-    valid = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")]
-    allowed = valid + ["variant"] if variants is not None else valid
-    for key in options:
-        if key not in allowed:
-            near = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"; did you mean 'config.model.{near[0]}'?" if near else ""
-            raise ValueError(
-                f"Unknown config key 'config.model.{key}' for model {name!r}{hint} "
-                f"Valid keys: {sorted(allowed)}."
-            )
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
-    variant = kwargs.pop("variant", None)
-    if variant is None:
-        return cls(**kwargs)
-    if variant not in variants:
-        near = difflib.get_close_matches(variant, variants, n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise ValueError(
-            f"Unknown variant {variant!r} of model {name!r}; choose one of {sorted(variants)}.{hint}"
-        )
-    return cls.from_variant(variant, **kwargs)
+    return MODELS.build(name, options, where=where, **fixed)
