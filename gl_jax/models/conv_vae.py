@@ -4,7 +4,8 @@ layout of Rombach et al. 2022's autoencoder at small scale).
 The encoder maps images `[B, H, W, C]` to the mean and log-variance of q(z|x), a latent feature map
 `[B, H / 2^d, W / 2^d, latent_channels]` with d = len(channel_mults) - 1 stride-2 downsamplings; the
 decoder maps a latent back to `out_channels` numbers per pixel, the parameters of the family's decoder
-distribution. Residual blocks use GroupNorm and SiLU; nothing mixes examples, so every example's output
+distribution. The residual blocks are the U-Nets' (`ResBlockDDPM`) without a noise embedding or dropout,
+initialised as the small U-Net's (`LECUN_ZERO_OUT`); nothing mixes examples, so every example's output
 depends on that example alone.
 """
 
@@ -15,27 +16,18 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
+from gl_jax.models.layers import LECUN_ZERO_OUT, check_resolutions, group_norm
+from gl_jax.models.resample import naive_upsample_2d
+from gl_jax.models.resblocks import ResBlockDDPM
+
 __all__ = ["ConvVAE", "Encoder", "Decoder"]
 
 
-def _groups(channels: int) -> int:
-    g = max(1, min(32, channels // 4))
-    while channels % g:
-        g -= 1
-    return g
-
-
-class ResBlock(nn.Module):
-    channels: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h = nn.Conv(self.channels, (3, 3))(nn.silu(nn.GroupNorm(num_groups=_groups(x.shape[-1]))(x)))
-        h = nn.silu(nn.GroupNorm(num_groups=_groups(self.channels))(h))
-        h = nn.Conv(self.channels, (3, 3), kernel_init=nn.initializers.zeros)(h)  # Starts as the identity.
-        if x.shape[-1] != self.channels:
-            x = nn.Conv(self.channels, (1, 1))(x)
-        return x + h
+def _res_blocks(h: jax.Array, features: int, count: int) -> jax.Array:
+    """`count` residual blocks of `features` channels, without noise conditioning."""
+    for _ in range(count):
+        h = ResBlockDDPM(features, dropout=0.0, initializers=LECUN_ZERO_OUT)(h, None)
+    return h
 
 
 class Encoder(nn.Module):
@@ -50,11 +42,10 @@ class Encoder(nn.Module):
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = nn.Conv(self.width * self.channel_mults[0], (3, 3))(x)
         for level, mult in enumerate(self.channel_mults):
-            for _ in range(self.num_res_blocks):
-                h = ResBlock(self.width * mult)(h)
+            h = _res_blocks(h, self.width * mult, self.num_res_blocks)
             if level < len(self.channel_mults) - 1:
                 h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2))(h)  # [B, H / 2^(level+1), ...]
-        h = nn.silu(nn.GroupNorm(num_groups=_groups(h.shape[-1]))(h))
+        h = nn.silu(group_norm(h.shape[-1])(h))
         stats = nn.Conv(2 * self.latent_channels, (3, 3))(h)  # [B, h, w, 2 latent_channels]
         mean, log_var = stats[..., : self.latent_channels], stats[..., self.latent_channels :]
         return mean, log_var
@@ -72,15 +63,12 @@ class Decoder(nn.Module):
     def __call__(self, z: jax.Array) -> jax.Array:
         h = nn.Conv(self.width * self.channel_mults[-1], (3, 3))(z)
         for level in reversed(range(len(self.channel_mults))):
-            for _ in range(self.num_res_blocks):
-                h = ResBlock(self.width * self.channel_mults[level])(h)
+            h = _res_blocks(h, self.width * self.channel_mults[level], self.num_res_blocks)
             if level > 0:
-                b, hh, ww, c = h.shape
-                h = jax.image.resize(h, (b, 2 * hh, 2 * ww, c), method="nearest")
-                h = nn.Conv(c, (3, 3))(
-                    h
-                )  # Nearest-neighbour upsampling then a convolution (Odena et al. 2016).
-        h = nn.silu(nn.GroupNorm(num_groups=_groups(h.shape[-1]))(h))
+                # Nearest-neighbour upsampling then a convolution, against checkerboard artefacts (Odena
+                # et al. 2016).
+                h = nn.Conv(h.shape[-1], (3, 3))(naive_upsample_2d(h))  # [B, H / 2^(level-1), ...]
+        h = nn.silu(group_norm(h.shape[-1])(h))
         return nn.Conv(self.out_channels, (3, 3))(h)
 
 
@@ -114,18 +102,14 @@ class ConvVAE(nn.Module):
         return self.decoder(mean)
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """x `[B, H, W, C]` -> (mean, log_var) of q(z|x), each `[B, h, w, latent_channels]`."""
         return self.encoder(x)
 
     def decode(self, z: jax.Array) -> jax.Array:
+        """z `[B, h, w, latent_channels]` -> decoder parameters `[B, H, W, out_channels]`."""
         return self.decoder(z)
 
     def latent_shape(self, image_shape: Sequence[int]) -> tuple[int, int, int]:
         """(h, w, latent_channels) of the latent of an (H, W, C) image."""
-        factor = 2 ** (len(self.channel_mults) - 1)
-        height, width = image_shape[0], image_shape[1]
-        if height % factor or width % factor:
-            raise ValueError(
-                f"Image size {tuple(image_shape[:2])} is not divisible by {factor}, which channel_mults="
-                f"{tuple(self.channel_mults)} needs."
-            )
-        return height // factor, width // factor, self.latent_channels
+        factor = check_resolutions(image_shape[:2], self.channel_mults)
+        return image_shape[0] // factor, image_shape[1] // factor, self.latent_channels

@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gl_jax.models.layers import group_norm
+
 __all__ = ["DCGAN", "Generator", "Discriminator", "num_doublings", "VARIANTS"]
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -37,13 +39,6 @@ def num_doublings(size: int, *, max_doublings: int = 3) -> int:
     raise ValueError(f"Image size {size} cannot be halved to a feature map of at least 2x2.")
 
 
-def _groups(channels: int) -> int:
-    g = max(1, min(32, channels // 4))
-    while channels % g:
-        g -= 1
-    return g
-
-
 class Generator(nn.Module):
     """z `[B, latent_dim]` -> images `[B, H, W, C]` in (-1, 1).
 
@@ -58,7 +53,7 @@ class Generator(nn.Module):
     norm: str = "group"
 
     def _normalise(self, h: jax.Array) -> jax.Array:
-        return nn.GroupNorm(num_groups=_groups(h.shape[-1]))(h) if self.norm == "group" else h
+        return group_norm(h.shape[-1])(h) if self.norm == "group" else h
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -135,7 +130,9 @@ class DCGAN(nn.Module):
         return self.discriminator(self.generator(z), update_stats=update_stats)
 
     def generate(self, z: jax.Array) -> jax.Array:
+        """z `[B, latent_dim]` -> images `[B, H, W, C]`."""
         return self.generator(z)
 
     def discriminate(self, x: jax.Array, *, update_stats: bool = False) -> jax.Array:
+        """Images `[B, H, W, C]` -> logits `[B]`; `update_stats` advances spectral norm's power iteration."""
         return self.discriminator(x, update_stats=update_stats)

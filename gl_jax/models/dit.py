@@ -35,7 +35,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     for size, (d, w, h) in _SIZES.items()
     for patch in (2, 4, 8)
 }
-# Smoke tests: seconds to build and run on 8x8 or 32x32 inputs.
+# Smoke tests: the smallest DiT with every part, on 8x8 or 32x32 inputs.
 VARIANTS["tiny"] = dict(depth=2, hidden_size=32, num_heads=2, patch_size=2, label_dropout=0.1)
 
 _xavier = nn.initializers.xavier_uniform()

@@ -1,17 +1,49 @@
-"""Building blocks shared by the DDPM / DDPM++ / NCSN++ U-Nets: initialisers, convolutions, group norm and
-spatial self-attention. All arrays are NHWC; every layer takes a computation `dtype` and keeps float32
-parameters.
+"""Building blocks shared by the image networks (the U-Nets, the small U-Net, the VAE and the GAN):
+initialisers, convolutions, group norm, spatial self-attention and the resolution check. All arrays are NHWC;
+every layer takes a computation `dtype` and keeps float32 parameters.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["AttnBlock", "conv1x1", "conv3x3", "ddpm_init", "group_norm", "nin"]
+__all__ = [
+    "AttnBlock",
+    "BlockInit",
+    "Initializer",
+    "LECUN_ZERO_OUT",
+    "check_resolutions",
+    "conv1x1",
+    "conv3x3",
+    "ddpm_init",
+    "group_norm",
+    "nin",
+]
+
+Initializer = nn.initializers.Initializer
+
+
+class BlockInit(NamedTuple):
+    """The initialisers of a residual branch (`AttnBlock`, `ResBlockDDPM`), replacing DDPM's.
+
+    Attributes:
+      kernel: every kernel but the branch's last layer's.
+      out: the kernel of the branch's last layer.
+    """
+
+    kernel: Initializer
+    out: Initializer
+
+
+# The small U-Net's and the VAE's blocks: flax's default LeCun normal, and zero for each residual branch's
+# last layer, so every block starts as the identity (Goyal et al. 2017).
+LECUN_ZERO_OUT = BlockInit(kernel=nn.initializers.lecun_normal(), out=nn.initializers.zeros)
 
 
 def ddpm_init(scale: float = 1.0) -> nn.initializers.Initializer:
@@ -30,17 +62,21 @@ def conv3x3(
     strides: int = 1,
     use_bias: bool = True,
     init_scale: float = 1.0,
+    kernel_init: Initializer | None = None,
     dtype: jnp.dtype | None = None,
     name: str | None = None,
 ) -> nn.Conv:
-    """A 3x3 'SAME' convolution with DDPM initialisation and zero bias (score_sde's `ddpm_conv3x3`)."""
+    """A 3x3 'SAME' convolution with DDPM initialisation and zero bias (score_sde's `ddpm_conv3x3`).
+
+    `kernel_init`, when given, replaces DDPM's initialiser at `init_scale` (likewise in `conv1x1`, `nin`).
+    """
     return nn.Conv(
         features,
         (3, 3),
         strides=(strides, strides),
         padding="SAME",
         use_bias=use_bias,
-        kernel_init=ddpm_init(init_scale),
+        kernel_init=kernel_init or ddpm_init(init_scale),
         bias_init=nn.initializers.zeros,
         dtype=dtype,
         name=name,
@@ -48,13 +84,18 @@ def conv3x3(
 
 
 def conv1x1(
-    features: int, *, init_scale: float = 1.0, dtype: jnp.dtype | None = None, name: str | None = None
+    features: int,
+    *,
+    init_scale: float = 1.0,
+    kernel_init: Initializer | None = None,
+    dtype: jnp.dtype | None = None,
+    name: str | None = None,
 ) -> nn.Conv:
     """A 1x1 convolution with DDPM initialisation (score_sde's `ddpm_conv1x1`)."""
     return nn.Conv(
         features,
         (1, 1),
-        kernel_init=ddpm_init(init_scale),
+        kernel_init=kernel_init or ddpm_init(init_scale),
         bias_init=nn.initializers.zeros,
         dtype=dtype,
         name=name,
@@ -62,7 +103,12 @@ def conv1x1(
 
 
 def nin(
-    features: int, *, init_scale: float = 0.1, dtype: jnp.dtype | None = None, name: str | None = None
+    features: int,
+    *,
+    init_scale: float = 0.1,
+    kernel_init: Initializer | None = None,
+    dtype: jnp.dtype | None = None,
+    name: str | None = None,
 ) -> nn.Dense:
     """A per-pixel linear map over channels ("network in network", DDPM's `nin`).
 
@@ -70,7 +116,11 @@ def nin(
     (DDPM's TensorFlow code used 1.0; both are variance scalings of the same fan_avg uniform law).
     """
     return nn.Dense(
-        features, kernel_init=ddpm_init(init_scale), bias_init=nn.initializers.zeros, dtype=dtype, name=name
+        features,
+        kernel_init=kernel_init or ddpm_init(init_scale),
+        bias_init=nn.initializers.zeros,
+        dtype=dtype,
+        name=name,
     )
 
 
@@ -86,6 +136,28 @@ def group_norm(channels: int, *, dtype: jnp.dtype | None = None, name: str | Non
     return nn.GroupNorm(num_groups=groups, epsilon=1e-6, dtype=dtype, name=name)
 
 
+def check_resolutions(size: Sequence[int], channel_mults: Sequence[int]) -> int:
+    """The factor 2^(L - 1) by which L = len(channel_mults) resolutions halve an image of (H, W) `size`.
+
+    Args:
+      size: (H, W) of the image (further entries are ignored).
+      channel_mults: the network's channel multiplier per resolution.
+
+    Returns:
+      2^(L - 1); H and W divided by it are the lowest resolution's size.
+
+    Raises:
+      ValueError: naming the size and `channel_mults` when H or W is not divisible by the factor.
+    """
+    factor = 2 ** (len(channel_mults) - 1)
+    if size[0] % factor or size[1] % factor:
+        raise ValueError(
+            f"Image size {tuple(size[:2])} is not divisible by {factor}, which channel_mults="
+            f"{tuple(channel_mults)} needs; use fewer channel_mults."
+        )
+    return factor
+
+
 class AttnBlock(nn.Module):
     """Single-head self-attention over all pixels with a residual connection (DDPM; score_sde `AttnBlockpp`).
 
@@ -96,23 +168,26 @@ class AttnBlock(nn.Module):
     Attributes:
       skip_rescale: divide the residual sum by sqrt(2) (Song et al. 2021; Karras et al. 2020).
       init_scale: initialisation scale of the output projection (0: the block starts as the identity).
+      initializers: initialisers of the q, k, v projections (`kernel`) and of the output projection
+        (`out`); default: DDPM's, at scale 0.1 (`nin`'s) and at `init_scale`.
       dtype: computation dtype; logits and softmax are computed in float32.
     """
 
     skip_rescale: bool = False
     init_scale: float = 0.0
+    initializers: BlockInit | None = None
     dtype: jnp.dtype | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        kernel_init, out_init = self.initializers or (None, None)
         b, hgt, wid, c = x.shape
         h = group_norm(c, dtype=self.dtype, name="norm")(x)
-        q = nin(c, dtype=self.dtype, name="q")(h).reshape(b, hgt * wid, c)  # [B, N, C]
-        k = nin(c, dtype=self.dtype, name="k")(h).reshape(b, hgt * wid, c)  # [B, N, C]
-        v = nin(c, dtype=self.dtype, name="v")(h).reshape(b, hgt * wid, c)  # [B, N, C]
+        qkv = [nin(c, kernel_init=kernel_init, dtype=self.dtype, name=n)(h) for n in "qkv"]
+        q, k, v = (a.reshape(b, hgt * wid, c) for a in qkv)  # [B, N, C] each
         logits = jnp.einsum("bnc,bmc->bnm", q, k, preferred_element_type=jnp.float32) / math.sqrt(c)
         w = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # [B, N, N]
         a = jnp.einsum("bnm,bmc->bnc", w, v).reshape(b, hgt, wid, c)  # [B, H, W, C]
-        h = nin(c, init_scale=self.init_scale, dtype=self.dtype, name="proj_out")(a)
+        h = nin(c, init_scale=self.init_scale, kernel_init=out_init, dtype=self.dtype, name="proj_out")(a)
         out = x + h
         return out / math.sqrt(2.0) if self.skip_rescale else out

@@ -36,7 +36,27 @@ def edm_denoiser(
     return broadcast_to_data(c_skip, x) * x + broadcast_to_data(c_out, x) * f.astype(jnp.float32)
 
 
-class EDMPrecond(nn.Module):
+class _Preconditioned(nn.Module):
+    """`__call__(x, sigma, y=None, *, train=False) -> D(x; sigma)` around the raw network `_network`.
+
+    x is `[B, H, W, C]` noisy data x_0 + sigma eps (alpha = 1), sigma is `[B]`; D, the denoised estimate of
+    x_0, is shaped like x. Subclasses declare the field `sigma_data` (after their own required fields, so
+    `EDMPrecond(net)` stays positional) and define `_network`.
+    """
+
+    def _network(self, x_in: jax.Array, c_noise: jax.Array, y: jax.Array | None, train: bool) -> jax.Array:
+        """F(x_in; c_noise, y): the raw network's output `[B, H, W, C]`."""
+        raise NotImplementedError
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, sigma: jax.Array, y: jax.Array | None = None, *, train: bool = False
+    ) -> jax.Array:
+        raw = lambda x_in, c_noise: self._network(x_in, c_noise, y, train)
+        return edm_denoiser(raw, x, sigma, sigma_data=self.sigma_data)
+
+
+class EDMPrecond(_Preconditioned):
     """Any network F behind EDM's preconditioning: `apply(params, x, sigma, y=None, *, train=False) -> D`.
 
     x is `[B, H, W, C]` noisy data x_0 + sigma eps (alpha = 1), sigma is `[B]`; D, the denoised estimate of
@@ -50,19 +70,11 @@ class EDMPrecond(nn.Module):
     net: nn.Module
     sigma_data: float = 0.5
 
-    @nn.compact
-    def __call__(
-        self, x: jax.Array, sigma: jax.Array, y: jax.Array | None = None, *, train: bool = False
-    ) -> jax.Array:
-        return edm_denoiser(
-            lambda x_in, c_noise: self.net(x_in, c_noise, y, train=train),
-            x,
-            sigma,
-            sigma_data=self.sigma_data,
-        )
+    def _network(self, x_in: jax.Array, c_noise: jax.Array, y: jax.Array | None, train: bool) -> jax.Array:
+        return self.net(x_in, c_noise, y, train=train)
 
 
-class EDMUNet(UNet):
+class EDMUNet(_Preconditioned, UNet):
     """EDM's preconditioned U-Net: `apply(params, x, sigma, y=None, *, train=False) -> D(x; sigma)`.
 
     The `UNet` (all its fields and `VARIANTS`, e.g. "edm-ddpmpp-cifar10", "edm-ncsnpp-cifar10") is F and
@@ -74,10 +86,5 @@ class EDMUNet(UNet):
 
     sigma_data: float = 0.5
 
-    @nn.compact
-    def __call__(
-        self, x: jax.Array, sigma: jax.Array, y: jax.Array | None = None, *, train: bool = False
-    ) -> jax.Array:
-        return edm_denoiser(
-            lambda x_in, c_noise: self._unet(x_in, c_noise, y, train), x, sigma, sigma_data=self.sigma_data
-        )
+    def _network(self, x_in: jax.Array, c_noise: jax.Array, y: jax.Array | None, train: bool) -> jax.Array:
+        return self._unet(x_in, c_noise, y, train)

@@ -30,7 +30,9 @@ MODELS: Registry[type[nn.Module]] = Registry(
 )
 
 
-def build_model(name: str, options: Mapping[str, Any], *, where: str = "config.model", **fixed: Any) -> nn.Module:
+def build_model(
+    name: str, options: Mapping[str, Any], *, where: str = "config.model", **fixed: Any
+) -> nn.Module:
     """Instantiates `MODELS[name](**options, **fixed)`, naming any unknown option and its nearest valid one.
 
     For models with a table of named sizes (`UNet`, `EDMUNet`, `DiT`, `NoisyClassifier`), the option

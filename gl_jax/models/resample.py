@@ -141,13 +141,13 @@ class ResampleConv(nn.Module):
         return h + bias
 
 
-class Upsample(nn.Module):
-    """2x upsampling, optionally followed (or fused, with FIR) by a 3x3 convolution (DDPM; NCSN++).
+class _Resample(nn.Module):
+    """The options of `Upsample` and `Downsample`.
 
     Attributes:
       features: output channels when `with_conv` (default: the input's).
       with_conv: add a learned 3x3 convolution.
-      fir: FIR resampling with `fir_kernel` (else nearest neighbour).
+      fir: FIR resampling with `fir_kernel` (else nearest neighbour up, 2x2 average pooling down).
       fir_kernel: the 1-D FIR kernel.
       dtype: computation dtype.
     """
@@ -158,48 +158,40 @@ class Upsample(nn.Module):
     fir_kernel: Sequence[int] = (1, 3, 3, 1)
     dtype: jnp.dtype | None = None
 
+    def _fused_conv(self, x: jax.Array, *, up: bool) -> jax.Array:
+        """FIR resampling fused with the 3x3 convolution (`ResampleConv`)."""
+        features = self.features or x.shape[-1]
+        return ResampleConv(features, up=up, fir_kernel=self.fir_kernel, dtype=self.dtype, name="conv")(x)
+
+
+class Upsample(_Resample):
+    """2x upsampling, optionally followed (or fused, with FIR) by a 3x3 convolution (DDPM; NCSN++).
+
+    Maps `[B, H, W, C]` to `[B, 2H, 2W, features or C]`; the options are `_Resample`'s.
+    """
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        features = self.features or x.shape[-1]
         if self.fir and self.with_conv:
-            return ResampleConv(features, up=True, fir_kernel=self.fir_kernel, dtype=self.dtype, name="conv")(
-                x
-            )
-        h = fir_upsample_2d(x, self.fir_kernel) if self.fir else naive_upsample_2d(x)
+            return self._fused_conv(x, up=True)
+        h = fir_upsample_2d(x, self.fir_kernel) if self.fir else naive_upsample_2d(x)  # [B, 2H, 2W, C]
         if self.with_conv:
-            h = conv3x3(features, dtype=self.dtype, name="conv")(h)
+            h = conv3x3(self.features or x.shape[-1], dtype=self.dtype, name="conv")(h)
         return h
 
 
-class Downsample(nn.Module):
+class Downsample(_Resample):
     """2x downsampling: a stride-2 3x3 convolution, FIR filtering (fused with the convolution when both are
     asked for), or 2x2 average pooling (DDPM; NCSN++).
 
-    Attributes:
-      features: output channels when `with_conv` (default: the input's).
-      with_conv: use a learned convolution.
-      fir: FIR resampling with `fir_kernel`.
-      fir_kernel: the 1-D FIR kernel.
-      dtype: computation dtype.
+    Maps `[B, H, W, C]` to `[B, H/2, W/2, features or C]`; the options are `_Resample`'s.
     """
-
-    features: int | None = None
-    with_conv: bool = False
-    fir: bool = False
-    fir_kernel: Sequence[int] = (1, 3, 3, 1)
-    dtype: jnp.dtype | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        features = self.features or x.shape[-1]
         if self.fir:
-            if self.with_conv:
-                conv = ResampleConv(
-                    features, up=False, fir_kernel=self.fir_kernel, dtype=self.dtype, name="conv"
-                )
-                return conv(x)
-            return fir_downsample_2d(x, self.fir_kernel)
+            return self._fused_conv(x, up=False) if self.with_conv else fir_downsample_2d(x, self.fir_kernel)
         if self.with_conv:
             # TF-style SAME padding with stride 2 pads (0, 1), as DDPM's TensorFlow code did.
-            return conv3x3(features, strides=2, dtype=self.dtype, name="conv")(x)
+            return conv3x3(self.features or x.shape[-1], strides=2, dtype=self.dtype, name="conv")(x)
         return naive_downsample_2d(x)

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gl_jax.models.layers import conv1x1, conv3x3, ddpm_init, group_norm, nin
+from gl_jax.models.layers import BlockInit, Initializer, conv1x1, conv3x3, ddpm_init, group_norm, nin
 from gl_jax.models.resample import (
     fir_downsample_2d,
     fir_upsample_2d,
@@ -25,24 +25,30 @@ from gl_jax.models.resample import (
 __all__ = ["ResBlockBigGAN", "ResBlockDDPM"]
 
 
-def _add_time_bias(h: jax.Array, temb: jax.Array | None, features: int, dtype) -> jax.Array:
+def _add_time_bias(
+    h: jax.Array, temb: jax.Array | None, features: int, dtype, kernel_init: Initializer | None = None
+) -> jax.Array:
     """Adds a per-channel bias projected from the noise embedding (`[B, E]` -> `[B, 1, 1, F]`)."""
     if temb is None:
         return h
-    bias = nn.Dense(features, kernel_init=ddpm_init(), dtype=dtype, name="temb_proj")(nn.silu(temb))
+    dense = nn.Dense(features, kernel_init=kernel_init or ddpm_init(), dtype=dtype, name="temb_proj")
+    bias = dense(nn.silu(temb))  # [B, F]
     return h + bias[:, None, None, :]
 
 
 class ResBlockDDPM(nn.Module):
     """DDPM's residual block (Ho et al. 2020), with DDPM++'s optional skip rescaling (Song et al. 2021).
 
-    The shortcut is the identity, or a 1x1 projection (NIN) when the channel count changes.
+    The shortcut is the identity, or a 1x1 projection (NIN) when the channel count changes. Without a noise
+    embedding (`temb=None`) it is a plain residual block (the VAE's).
 
     Attributes:
       features: output channels (default: the input's).
       dropout: dropout rate before the last convolution.
       skip_rescale: divide the residual sum by sqrt(2).
       init_scale: initialisation scale of the last convolution (0: the block starts as the identity).
+      initializers: initialisers of the last convolution (`out`) and of every other kernel (`kernel`);
+        default: DDPM's, `ddpm_init`, at `init_scale` for the last convolution, 0.1 for the shortcut, else 1.
       dtype: computation dtype.
     """
 
@@ -50,19 +56,21 @@ class ResBlockDDPM(nn.Module):
     dropout: float = 0.1
     skip_rescale: bool = False
     init_scale: float = 0.0
+    initializers: BlockInit | None = None
     dtype: jnp.dtype | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, temb: jax.Array | None, *, train: bool = False) -> jax.Array:
         out = self.features or x.shape[-1]
+        kernel_init, out_init = self.initializers or (None, None)
         h = nn.silu(group_norm(x.shape[-1], dtype=self.dtype, name="norm0")(x))
-        h = conv3x3(out, dtype=self.dtype, name="conv0")(h)
-        h = _add_time_bias(h, temb, out, self.dtype)
+        h = conv3x3(out, kernel_init=kernel_init, dtype=self.dtype, name="conv0")(h)  # [B, H, W, F]
+        h = _add_time_bias(h, temb, out, self.dtype, kernel_init)
         h = nn.silu(group_norm(out, dtype=self.dtype, name="norm1")(h))
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        h = conv3x3(out, init_scale=self.init_scale, dtype=self.dtype, name="conv1")(h)
+        h = conv3x3(out, init_scale=self.init_scale, kernel_init=out_init, dtype=self.dtype, name="conv1")(h)
         if x.shape[-1] != out:
-            x = nin(out, dtype=self.dtype, name="shortcut")(x)
+            x = nin(out, kernel_init=kernel_init, dtype=self.dtype, name="shortcut")(x)
         return (x + h) / math.sqrt(2.0) if self.skip_rescale else x + h
 
 

@@ -3,7 +3,8 @@
 The layout follows the DDPM U-Net (Ho et al. 2020, appendix B) at small scale: residual blocks with
 GroupNorm, SiLU and an additive time embedding; stride-2 convolutions down; nearest-neighbour upsampling
 plus a convolution up; skip connections concatenated at each resolution; self-attention at chosen
-resolutions. The published DDPM++/NCSN++ networks live in their own module.
+resolutions. The blocks are the published U-Nets' (`ResBlockDDPM`, `AttnBlock`) without dropout and with
+flax's default initialisation (`LECUN_ZERO_OUT`). The published DDPM++/NCSN++ networks live in `unet.py`.
 """
 
 from __future__ import annotations
@@ -15,41 +16,11 @@ import jax
 import jax.numpy as jnp
 
 from gl_jax.models.embeddings import sinusoidal_embedding
+from gl_jax.models.layers import LECUN_ZERO_OUT, AttnBlock, check_resolutions, group_norm
+from gl_jax.models.resample import naive_upsample_2d
+from gl_jax.models.resblocks import ResBlockDDPM
 
 __all__ = ["SmallUNet"]
-
-
-def _groups(channels: int) -> int:
-    """GroupNorm groups of at least 4 channels, at most 32 groups (Wu & He 2018 use 32 groups of >= 4)."""
-    g = max(1, min(32, channels // 4))
-    while channels % g:
-        g -= 1
-    return g
-
-
-class ResBlock(nn.Module):
-    channels: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array, emb: jax.Array) -> jax.Array:
-        h = nn.silu(nn.GroupNorm(num_groups=_groups(x.shape[-1]))(x))
-        h = nn.Conv(self.channels, (3, 3))(h)
-        h = h + nn.Dense(self.channels)(nn.silu(emb))[:, None, None, :]
-        h = nn.silu(nn.GroupNorm(num_groups=_groups(self.channels))(h))
-        # Zero-initialised last conv: each block starts as the identity (Goyal et al. 2017).
-        h = nn.Conv(self.channels, (3, 3), kernel_init=nn.initializers.zeros)(h)
-        if x.shape[-1] != self.channels:
-            x = nn.Conv(self.channels, (1, 1))(x)
-        return x + h
-
-
-class AttnBlock(nn.Module):
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        b, hgt, wid, c = x.shape
-        h = nn.GroupNorm(num_groups=_groups(c))(x).reshape(b, hgt * wid, c)  # [B, HW, C]
-        h = nn.SelfAttention(num_heads=1, qkv_features=c, out_kernel_init=nn.initializers.zeros)(h)
-        return x + h.reshape(b, hgt, wid, c)
 
 
 class SmallUNet(nn.Module):
@@ -72,42 +43,38 @@ class SmallUNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
+        """Args: x `[B, H, W, C]` images, t `[B]` times. Returns: `[B, H, W, C]`."""
         if x.ndim != 4:
             raise ValueError(f"SmallUNet expects images [B, H, W, C], got shape {x.shape}.")
-        factor = 2 ** (len(self.channel_mults) - 1)
-        if x.shape[1] % factor or x.shape[2] % factor:
-            raise ValueError(
-                f"Image size {x.shape[1:3]} is not divisible by {factor}, which channel_mults="
-                f"{tuple(self.channel_mults)} needs; use fewer channel_mults."
-            )
+        check_resolutions(x.shape[1:3], self.channel_mults)
         emb_dim = 4 * self.channels
         emb = sinusoidal_embedding(t * self.time_scale, self.channels)  # [B, C]
         emb = nn.Dense(emb_dim)(nn.silu(nn.Dense(emb_dim)(emb)))  # [B, 4C]
+
+        def block(h: jax.Array, features: int) -> jax.Array:
+            h = ResBlockDDPM(features, dropout=0.0, initializers=LECUN_ZERO_OUT)(h, emb)
+            if h.shape[1] in self.attention_resolutions:
+                h = AttnBlock(initializers=LECUN_ZERO_OUT)(h)
+            return h
 
         h = nn.Conv(self.channels, (3, 3))(x)
         skips = [h]
         for level, mult in enumerate(self.channel_mults):
             for _ in range(self.num_res_blocks):
-                h = ResBlock(self.channels * mult)(h, emb)
-                if h.shape[1] in self.attention_resolutions:
-                    h = AttnBlock()(h)
+                h = block(h, self.channels * mult)
                 skips.append(h)
             if level != len(self.channel_mults) - 1:
-                h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2))(h)
+                h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2))(h)  # [B, H / 2^(level+1), ...]
                 skips.append(h)
 
-        h = ResBlock(h.shape[-1])(h, emb)
-        h = AttnBlock()(h)
-        h = ResBlock(h.shape[-1])(h, emb)
+        h = ResBlockDDPM(dropout=0.0, initializers=LECUN_ZERO_OUT)(h, emb)
+        h = AttnBlock(initializers=LECUN_ZERO_OUT)(h)
+        h = ResBlockDDPM(dropout=0.0, initializers=LECUN_ZERO_OUT)(h, emb)
 
         for level, mult in reversed(list(enumerate(self.channel_mults))):
             for _ in range(self.num_res_blocks + 1):
-                h = ResBlock(self.channels * mult)(jnp.concatenate([h, skips.pop()], axis=-1), emb)
-                if h.shape[1] in self.attention_resolutions:
-                    h = AttnBlock()(h)
+                h = block(jnp.concatenate([h, skips.pop()], axis=-1), self.channels * mult)
             if level != 0:
-                b, hgt, wid, c = h.shape
-                h = jax.image.resize(h, (b, 2 * hgt, 2 * wid, c), method="nearest")
-                h = nn.Conv(c, (3, 3))(h)
-        h = nn.silu(nn.GroupNorm(num_groups=_groups(h.shape[-1]))(h))
+                h = nn.Conv(h.shape[-1], (3, 3))(naive_upsample_2d(h))  # [B, H / 2^(level-1), ...]
+        h = nn.silu(group_norm(h.shape[-1])(h))
         return nn.Conv(x.shape[-1], (3, 3), kernel_init=nn.initializers.zeros)(h)

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from gl_jax.models.embeddings import GaussianFourierEmbedding, LabelEmbedding, sinusoidal_embedding
-from gl_jax.models.layers import AttnBlock, conv1x1, conv3x3, ddpm_init, group_norm
+from gl_jax.models.layers import AttnBlock, check_resolutions, conv1x1, conv3x3, ddpm_init, group_norm
 from gl_jax.models.resample import (
     Downsample,
     Upsample,
@@ -86,12 +86,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         fir=True,
         progressive_input="residual",
     ),
-    # 28x28 (Fashion-MNIST: 28 -> 14 -> 7): a DDPM++ of 1.26M parameters that trains on 2 CPU cores (a
-    # batch of 64 takes well under a second per step, so thousands of steps fit in an hour).
+    # 28x28 (Fashion-MNIST: 28 -> 14 -> 7): a DDPM++ of 1.26M parameters, small enough to train on a CPU.
     "ddpmpp-small": dict(
         _SONG, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.1
     ),
-    # Smoke tests: seconds to build and run on 8x8 or 32x32 images (attention at 4x4 or 16x16).
+    # Smoke tests: the smallest networks with every kind of block, on 8x8 or 32x32 images (attention at 4x4
+    # or 16x16).
     "tiny": dict(ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4, 16), dropout=0.1),
     "tiny-ncsnpp": dict(
         _SONG,
@@ -182,12 +182,7 @@ class UNetEncoder(nn.Module):
             raise ValueError(f"{type(self).__name__} expects images [B, H, W, C], got shape {x.shape}.")
         if cond.shape != x.shape[:1]:
             raise ValueError(f"cond must have shape [B] = {x.shape[:1]}, got {cond.shape}.")
-        factor = 2 ** (len(self.ch_mult) - 1)
-        if x.shape[1] % factor or x.shape[2] % factor:
-            raise ValueError(
-                f"Image size {x.shape[1:3]} is not divisible by {factor}, which "
-                f"ch_mult={tuple(self.ch_mult)} needs; use fewer resolutions."
-            )
+        check_resolutions(x.shape[1:3], self.ch_mult)
         for name, value, allowed in (
             ("resblock", self.resblock, ("ddpm", "biggan")),
             ("embedding", self.embedding, ("positional", "fourier")),
@@ -203,7 +198,8 @@ class UNetEncoder(nn.Module):
         The SiLU before each block's projection is applied inside the blocks (DDPM; score_sde).
         """
         if self.embedding == "fourier":
-            emb = GaussianFourierEmbedding(self.ch, self.fourier_scale, name="fourier")(cond)  # [B, 2 ch]
+            fourier = GaussianFourierEmbedding(self.ch, self.fourier_scale, name="fourier")
+            emb = fourier(cond)  # [B, 2 ch]
         else:
             emb = sinusoidal_embedding(cond, self.ch)  # [B, ch]
         dense = lambda name: nn.Dense(4 * self.ch, kernel_init=ddpm_init(), dtype=self.dtype, name=name)
@@ -281,9 +277,10 @@ class UNet(UNetEncoder):
     """Noise-conditional U-Net: `apply({"params": p}, x, cond, y=None, *, train=False) -> [B, H, W, C]`.
 
     Covers DDPM, DDPM++ and NCSN++ in score_sde's and EDM's sizes (module docstring, `VARIANTS`). x is
-    `[B, H, W, C]` with H, W divisible by 2^(len(ch_mult) - 1); cond is a `[B]` float (its meaning depends
-    on the embedding, see the module docstring); y is an optional `[B]` int label. With `train=True`,
-    dropout and label dropout draw from the rng stream "dropout". The output is float32, shaped like x.
+    `[B, H, W, C]` with H, W divisible by 2^(len(ch_mult) - 1); cond is a `[B]` float (its meaning
+    depends on the embedding, see the module docstring); y is an optional `[B]` int label. With
+    `train=True`, dropout and label dropout draw from the rng stream "dropout". The output is float32,
+    shaped like x.
 
     Attributes (in addition to `UNetEncoder`'s):
       progressive: output branch: "none", "output_skip" (sum of upsampled per-resolution outputs) or
@@ -327,7 +324,8 @@ class UNet(UNetEncoder):
         for level in reversed(range(num_levels)):
             for i in range(self.num_res_blocks + 1):
                 h = jnp.concatenate([h, hs.pop()], axis=-1)
-                h = self._resblock(f"up{level}_block{i}", self.ch * self.ch_mult[level])(h, temb, train=train)
+                features = self.ch * self.ch_mult[level]
+                h = self._resblock(f"up{level}_block{i}", features)(h, temb, train=train)
                 if self.attn_every_up_block and h.shape[1] in self.attn_resolutions:
                     h = self._attn(f"up{level}_attn{i}")(h)
             if not self.attn_every_up_block and h.shape[1] in self.attn_resolutions:

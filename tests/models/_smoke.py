@@ -4,11 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-KEY = jax.random.key(0, impl="rbg")  # the rbg generator compiles several times faster than threefry on CPU
+KEY = jax.random.key(0, impl="rbg")  # rbg: cheaper to compile on CPU than threefry
 
 
 def fast_jit(fun, **kwargs):
-    """`jax.jit` with little XLA optimisation: these tiny programs compile in half the time, run as fast."""
+    """`jax.jit` with little XLA optimisation: for these tiny programs compiling, not running, is the cost."""
     return jax.jit(fun, compiler_options={"xla_backend_optimization_level": 0}, **kwargs)
 
 
@@ -23,7 +23,7 @@ def num_params(model, shape, *args) -> int:
 def random_params(model, *args, scale: float = 0.1):
     """Parameters shaped like `model.init(KEY, *args)`'s, drawn from N(0, scale^2) by numpy.
 
-    Compiling a network's initialiser costs several times its forward pass on CPU, so the smoke tests use
+    Compiling a network's initialiser costs more than its forward pass on CPU, so the smoke tests use
     these; the published initialisation is tested on its own.
     """
     rng = np.random.default_rng(0)
