@@ -85,7 +85,7 @@ def diffusers_ddpm_unet(ch: int = 128, dropout: float = 0.1):
     """diffusers' `UNet2DModel` in DDPM's CIFAR-10 configuration (random weights, no download).
 
     With `ch=128` this is the `google/ddpm-cifar10-32` architecture, 35,746,307 parameters, the network
-    of gl_jax's `UNet.from_variant("ddpm-cifar10")`; other `ch` scale every width like gl_jax's `ch=...`
+    of gl_jax's `UNet.from_variant("ddpm-cifar10")`; other `ch` scale every width like gl_jax's `channels=...`
     override (GroupNorm keeps 32 groups here, gl_jax uses min(C / 4, 32): same parameters, same cost).
     """
     from diffusers import UNet2DModel

@@ -3,8 +3,8 @@
 Both sides sample from the same network: DDPM's CIFAR-10 U-Net (multipliers 1-2-2-2, 2 residual blocks,
 attention at 16x16) at a base width of `--ch` channels, 64 by default instead of the published 128 so that
 a run takes minutes on 2 CPU cores (the published width costs 4x the time on both sides: pass `--ch 128`).
-gl_jax builds it as `UNet.from_variant("ddpm-cifar10", ch=...)` inside the diffusion family of score_sde's
-`vp/ddpm` row (DDPM's 1,000 linear betas), diffusers as `UNet2DModel` with the same configuration
+gl_jax builds it as `UNet.from_variant("ddpm-cifar10", channels=...)` inside the diffusion family of
+score_sde's `vp/ddpm` row (DDPM's 1,000 linear betas), diffusers as `UNet2DModel` with the same configuration
 (`benchmarks.p3_train_throughput.diffusers_ddpm_unet`); random weights, nothing downloaded; parameter
 counts are printed and must match.
 
@@ -68,7 +68,7 @@ def bench(ch: int, batch: int, repeats: int, torch_threads: int) -> dict:
 
     # gl_jax: the family of score_sde's vp/ddpm row with a `ch`-wide network.
     config = score_sde_cifar10(GLJAX_ROW)
-    config.model.ch = ch
+    config.model.channels = ch
     family = build_family(config, DataSpec("cifar10-shaped", "image", IMAGE_SHAPE, 256, None, {}))
     params = jax.jit(family.init)(jax.random.key(0))
     ours_params = sum(x.size for x in jax.tree.leaves(params))

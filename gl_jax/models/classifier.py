@@ -26,15 +26,17 @@ __all__ = ["NoisyClassifier", "VARIANTS"]
 # encoder of their U-Net at reduced width and depth).
 VARIANTS: dict[str, dict[str, Any]] = {
     "ddpmpp-cifar10": dict(
-        ch=64,
-        ch_mult=(1, 2, 2, 2),
+        channels=64,
+        channel_mults=(1, 2, 2, 2),
         num_res_blocks=2,
-        attn_resolutions=(16,),
+        attention_resolutions=(16,),
         dropout=0.1,
         resblock="biggan",
         skip_rescale=True,
     ),
-    "tiny": dict(ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4, 16), dropout=0.1),
+    "tiny": dict(
+        channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4, 16), dropout=0.1
+    ),
 }
 
 
@@ -55,7 +57,7 @@ class NoisyClassifier(UNetEncoder):
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array, *, train: bool = False) -> jax.Array:
         self._check(x, cond)
-        temb = self._noise_embedding(cond)  # [B, 4 ch]
+        temb = self._noise_embedding(cond)  # [B, 4 channels]
         h, _ = self._encode(x, temb, train)  # [B, h, w, C]
         h = nn.silu(group_norm(h.shape[-1], dtype=self.dtype, name="norm_out")(h))
         h = h.mean(axis=(1, 2))  # [B, C]

@@ -49,7 +49,7 @@ from gl_jax.models.resblocks import ResBlockBigGAN, ResBlockDDPM
 
 __all__ = ["UNet", "UNetEncoder", "VARIANTS"]
 
-_CIFAR = dict(ch=128, ch_mult=(1, 2, 2, 2), attn_resolutions=(16,), dropout=0.1)
+_CIFAR = dict(channels=128, channel_mults=(1, 2, 2, 2), attention_resolutions=(16,), dropout=0.1)
 _SONG = dict(resblock="biggan", skip_rescale=True, init_scale=0.0)
 
 # Every named size, decoded in one place. Sources:
@@ -75,11 +75,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ncsnpp-deep-cifar10": dict(
         _CIFAR, **_SONG, num_res_blocks=8, embedding="fourier", fir=True, progressive_input="residual"
     ),
-    "edm-ddpmpp-cifar10": dict(_CIFAR, **_SONG, ch_mult=(2, 2, 2), num_res_blocks=4, dropout=0.13),
+    "edm-ddpmpp-cifar10": dict(_CIFAR, **_SONG, channel_mults=(2, 2, 2), num_res_blocks=4, dropout=0.13),
     "edm-ncsnpp-cifar10": dict(
         _CIFAR,
         **_SONG,
-        ch_mult=(2, 2, 2),
+        channel_mults=(2, 2, 2),
         num_res_blocks=4,
         dropout=0.13,
         embedding="fourier",
@@ -88,17 +88,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     ),
     # 28x28 (Fashion-MNIST: 28 -> 14 -> 7): a DDPM++ of 1.26M parameters, small enough to train on a CPU.
     "ddpmpp-small": dict(
-        _SONG, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.1
+        _SONG, channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attention_resolutions=(7,), dropout=0.1
     ),
     # Smoke tests: the smallest networks with every kind of block, on 8x8 or 32x32 images (attention at 4x4
     # or 16x16).
-    "tiny": dict(ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4, 16), dropout=0.1),
+    "tiny": dict(
+        channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4, 16), dropout=0.1
+    ),
     "tiny-ncsnpp": dict(
         _SONG,
-        ch=16,
-        ch_mult=(1, 2),
+        channels=16,
+        channel_mults=(1, 2),
         num_res_blocks=1,
-        attn_resolutions=(4, 16),
+        attention_resolutions=(4, 16),
         dropout=0.1,
         embedding="fourier",
         fir=True,
@@ -116,13 +118,13 @@ class UNetEncoder(nn.Module):
     blocks with attention, resampling, optional progressive input branch, then ResBlock-Attention-ResBlock.
 
     Shared by `UNet` and the noise-conditional classifier. Called on its own it returns the middle
-    block's features `[B, H / 2^(L-1), W / 2^(L-1), ch * ch_mult[-1]]`.
+    block's features `[B, H / 2^(L-1), W / 2^(L-1), channels * channel_mults[-1]]`.
 
     Attributes:
-      ch: base channel count (score_sde's `nf`).
-      ch_mult: channel multiplier per resolution; resolution i has size H / 2^i.
+      channels: base channel count (score_sde's `nf`).
+      channel_mults: channel multiplier per resolution; resolution i has size H / 2^i.
       num_res_blocks: residual blocks per resolution on the way down (one more on the way up).
-      attn_resolutions: spatial sizes (e.g. (16,)) with self-attention after the residual blocks.
+      attention_resolutions: spatial sizes (e.g. (16,)) with self-attention after the residual blocks.
       dropout: dropout rate inside residual blocks (rng stream "dropout", only when train=True).
       resblock: "ddpm" (DDPM's block; resampling by separate layers) or "biggan" (resampling residual
         blocks, DDPM++/NCSN++).
@@ -139,10 +141,10 @@ class UNetEncoder(nn.Module):
       dtype: computation dtype (e.g. jnp.bfloat16); parameters are float32.
     """
 
-    ch: int = 128
-    ch_mult: Sequence[int] = (1, 2, 2, 2)
+    channels: int = 128
+    channel_mults: Sequence[int] = (1, 2, 2, 2)
     num_res_blocks: int = 2
-    attn_resolutions: Sequence[int] = (16,)
+    attention_resolutions: Sequence[int] = (16,)
     dropout: float = 0.1
     resblock: str = "ddpm"
     embedding: str = "positional"
@@ -182,7 +184,7 @@ class UNetEncoder(nn.Module):
             raise ValueError(f"{type(self).__name__} expects images [B, H, W, C], got shape {x.shape}.")
         if cond.shape != x.shape[:1]:
             raise ValueError(f"cond must have shape [B] = {x.shape[:1]}, got {cond.shape}.")
-        check_resolutions(x.shape[1:3], self.ch_mult)
+        check_resolutions(x.shape[1:3], self.channel_mults)
         for name, value, allowed in (
             ("resblock", self.resblock, ("ddpm", "biggan")),
             ("embedding", self.embedding, ("positional", "fourier")),
@@ -193,17 +195,17 @@ class UNetEncoder(nn.Module):
                 raise ValueError(f"Unknown {name}={value!r}; choose one of {allowed}.")
 
     def _noise_embedding(self, cond: jax.Array) -> jax.Array:
-        """`[B]` conditioning -> `[B, 4 ch]`: sinusoidal or Fourier features, Dense, SiLU, Dense.
+        """`[B]` conditioning -> `[B, 4 channels]`: sinusoidal or Fourier features, Dense, SiLU, Dense.
 
         The SiLU before each block's projection is applied inside the blocks (DDPM; score_sde).
         """
         if self.embedding == "fourier":
-            fourier = GaussianFourierEmbedding(self.ch, self.fourier_scale, name="fourier")
-            emb = fourier(cond)  # [B, 2 ch]
+            fourier = GaussianFourierEmbedding(self.channels, self.fourier_scale, name="fourier")
+            emb = fourier(cond)  # [B, 2 channels]
         else:
-            emb = sinusoidal_embedding(cond, self.ch)  # [B, ch]
-        dense = lambda name: nn.Dense(4 * self.ch, kernel_init=ddpm_init(), dtype=self.dtype, name=name)
-        return dense("temb_dense1")(nn.silu(dense("temb_dense0")(emb)))  # [B, 4 ch]
+            emb = sinusoidal_embedding(cond, self.channels)  # [B, channels]
+        dense = lambda name: nn.Dense(4 * self.channels, kernel_init=ddpm_init(), dtype=self.dtype, name=name)
+        return dense("temb_dense1")(nn.silu(dense("temb_dense0")(emb)))  # [B, 4 channels]
 
     def _resblock(self, name: str, features: int | None = None, *, up: bool = False, down: bool = False):
         common = dict(dropout=self.dropout, skip_rescale=self.skip_rescale, init_scale=self.init_scale)
@@ -227,13 +229,13 @@ class UNetEncoder(nn.Module):
 
     def _encode(self, x: jax.Array, temb: jax.Array, train: bool) -> tuple[jax.Array, list[jax.Array]]:
         """Down path and middle block. Returns the middle features and the skip activations."""
-        num_levels = len(self.ch_mult)
+        num_levels = len(self.channel_mults)
         pyramid = x  # the progressive-input image pyramid, [B, H_i, W_i, C_i]
-        hs = [conv3x3(self.ch, dtype=self.dtype, name="conv_in")(x)]
-        for level, mult in enumerate(self.ch_mult):
+        hs = [conv3x3(self.channels, dtype=self.dtype, name="conv_in")(x)]
+        for level, mult in enumerate(self.channel_mults):
             for i in range(self.num_res_blocks):
-                h = self._resblock(f"down{level}_block{i}", self.ch * mult)(hs[-1], temb, train=train)
-                if h.shape[1] in self.attn_resolutions:
+                h = self._resblock(f"down{level}_block{i}", self.channels * mult)(hs[-1], temb, train=train)
+                if h.shape[1] in self.attention_resolutions:
                     h = self._attn(f"down{level}_attn{i}")(h)
                 hs.append(h)
             if level == num_levels - 1:
@@ -277,7 +279,7 @@ class UNet(UNetEncoder):
     """Noise-conditional U-Net: `apply({"params": p}, x, cond, y=None, *, train=False) -> [B, H, W, C]`.
 
     Covers DDPM, DDPM++ and NCSN++ in score_sde's and EDM's sizes (module docstring, `VARIANTS`). x is
-    `[B, H, W, C]` with H, W divisible by 2^(len(ch_mult) - 1); cond is a `[B]` float (its meaning
+    `[B, H, W, C]` with H, W divisible by 2^(len(channel_mults) - 1); cond is a `[B]` float (its meaning
     depends on the embedding, see the module docstring); y is an optional `[B]` int label. With
     `train=True`, dropout and label dropout draw from the rng stream "dropout". The output is float32,
     shaped like x.
@@ -313,22 +315,22 @@ class UNet(UNetEncoder):
             )
         if y is not None and self.num_classes == 0:
             raise ValueError("Labels y were given to an unconditional UNet (num_classes=0).")
-        temb = self._noise_embedding(cond)  # [B, 4 ch]
+        temb = self._noise_embedding(cond)  # [B, 4 channels]
         if self.num_classes:
             label = LabelEmbedding(self.num_classes, temb.shape[-1], self.label_dropout, name="label_embed")
             temb = temb + label(y, x.shape[0], train=train)
         h, hs = self._encode(x, temb, train)
         out_ch = x.shape[-1]
-        num_levels = len(self.ch_mult)
+        num_levels = len(self.channel_mults)
         pyramid = None  # the progressive-output pyramid
         for level in reversed(range(num_levels)):
             for i in range(self.num_res_blocks + 1):
                 h = jnp.concatenate([h, hs.pop()], axis=-1)
-                features = self.ch * self.ch_mult[level]
+                features = self.channels * self.channel_mults[level]
                 h = self._resblock(f"up{level}_block{i}", features)(h, temb, train=train)
-                if self.attn_every_up_block and h.shape[1] in self.attn_resolutions:
+                if self.attn_every_up_block and h.shape[1] in self.attention_resolutions:
                     h = self._attn(f"up{level}_attn{i}")(h)
-            if not self.attn_every_up_block and h.shape[1] in self.attn_resolutions:
+            if not self.attn_every_up_block and h.shape[1] in self.attention_resolutions:
                 h = self._attn(f"up{level}_attn")(h)
             if self.progressive != "none":
                 h, pyramid = self._progressive_output(h, pyramid, level, out_ch)
@@ -353,7 +355,7 @@ class UNet(UNetEncoder):
         self, h: jax.Array, pyramid: jax.Array | None, level: int, out_ch: int
     ) -> tuple[jax.Array, jax.Array]:
         """One step of NCSN++'s progressive output branch at resolution `level` (score_sde `NCSNpp`)."""
-        top = level == len(self.ch_mult) - 1
+        top = level == len(self.channel_mults) - 1
         if self.progressive == "output_skip":
             act = nn.silu(group_norm(h.shape[-1], dtype=self.dtype, name=f"up{level}_pyramid_norm")(h))
             out = conv3x3(

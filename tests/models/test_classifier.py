@@ -32,7 +32,7 @@ def test_tiny_classifier_runs_and_differentiates():
 
 def test_classifier_is_the_unet_encoder_plus_a_head():
     shape = (1, 32, 32, 3)
-    encoder = num_params(UNetEncoder.from_variant("ddpmpp-cifar10", ch=64, num_res_blocks=2), shape)
+    encoder = num_params(UNetEncoder.from_variant("ddpmpp-cifar10", channels=64, num_res_blocks=2), shape)
     classifier = num_params(NoisyClassifier.from_variant("ddpmpp-cifar10", num_classes=10), shape)
     channels = 64 * 2
     assert classifier - encoder == 2 * channels + (channels * 10 + 10)  # final GroupNorm and linear head

@@ -98,10 +98,10 @@ def test_tiny_ncsnpp_style_runs_and_differentiates():
 def test_label_dropout_replaces_given_labels_by_the_null_label():
     # One resolution, no attention: the label path is all this checks, and compiling stays cheap.
     model = UNet(
-        ch=8,
-        ch_mult=(1,),
+        channels=8,
+        channel_mults=(1,),
         num_res_blocks=1,
-        attn_resolutions=(),
+        attention_resolutions=(),
         dropout=0.0,
         num_classes=3,
         label_dropout=1.0,
@@ -124,10 +124,10 @@ def test_label_dropout_replaces_given_labels_by_the_null_label():
 
 
 def test_build_model_expands_variants_and_rejects_unknown_keys():
-    model = build_model("unet", {"variant": "ddpm-cifar10", "dropout": 0.2, "ch_mult": [1, 2]})
+    model = build_model("unet", {"variant": "ddpm-cifar10", "dropout": 0.2, "channel_mults": [1, 2]})
     assert isinstance(model, UNet)
     assert model.num_res_blocks == 2 and model.attn_every_up_block and model.dropout == 0.2
-    assert model.ch_mult == (1, 2)
+    assert model.channel_mults == (1, 2)
     with pytest.raises(ValueError, match="did you mean 'config.model.dropout'"):
         build_model("unet", {"variant": "ddpm-cifar10", "dropuot": 0.2})
     with pytest.raises(ValueError, match="Did you mean 'ddpmpp-cifar10'"):
