@@ -18,7 +18,12 @@ needs_fashion = pytest.mark.skipif(
 @pytest.mark.parametrize(
     # fashion_mnist_vp's smoke run repeats digits_vp's on larger images: slow, run with -m slow.
     "name",
-    ["toy_vp", "digits_vp", pytest.param("fashion_mnist_vp", marks=[needs_fashion, pytest.mark.slow])],
+    [
+        "toy_vp",
+        "digits_vp",
+        "digits_dit",
+        pytest.param("fashion_mnist_vp", marks=[needs_fashion, pytest.mark.slow]),
+    ],
 )
 def test_smoke_variant_trains_and_samples(name, tmp_path, data_dir):
     config = load_config(name, "smoke")
@@ -42,7 +47,7 @@ def test_smoke_variant_trains_and_samples(name, tmp_path, data_dir):
 
 
 def test_all_configs_load():
-    for name in ("toy_vp", "digits_vp", "fashion_mnist_vp"):
+    for name in ("toy_vp", "digits_vp", "digits_dit", "fashion_mnist_vp"):
         for variant in ("", "smoke"):
             config = load_config(name, variant)
             assert config.train.num_steps % config.train.steps_per_call == 0

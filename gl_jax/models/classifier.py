@@ -7,6 +7,10 @@ s * grad_x log p(y | x_t, t) to the score (`gl_jax.samplers.conditional.classifi
 same `cond` convention as the diffusion model's.
 Dhariwal & Nichol pool with attention; average pooling keeps the head free of resolution-specific
 parameters.
+
+Library-only: no family trains a classifier and no experiment uses one. Train it in your own code
+(cross-entropy of the labels on noised data, `cond` as the diffusion model's) and pass it to
+`classifier_guided_score`.
 """
 
 from __future__ import annotations
