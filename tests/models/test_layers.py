@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gl_jax.models.embeddings import GaussianFourierEmbedding, LabelEmbedding, sinusoidal_embedding
-from gl_jax.models.layers import AttnBlock, ddpm_init, group_norm
+from gl_jax.models.layers import LECUN_ZERO_OUT, AttnBlock, check_resolutions, ddpm_init, group_norm
 from gl_jax.models.resample import (
     Downsample,
     ResampleConv,
@@ -96,8 +96,10 @@ def test_attention_is_equivariant_to_pixel_permutations():
         (AttnBlock(skip_rescale=True), 1 / math.sqrt(2)),
         (ResBlockDDPM(), 1.0),
         (ResBlockBigGAN(), 1 / math.sqrt(2)),
+        (AttnBlock(initializers=LECUN_ZERO_OUT), 1.0),
+        (ResBlockDDPM(initializers=LECUN_ZERO_OUT), 1.0),
     ],
-    ids=["attn", "attn-rescaled", "ddpm", "biggan"],
+    ids=["attn", "attn-rescaled", "ddpm", "biggan", "attn-lecun", "ddpm-lecun"],
 )
 def test_blocks_start_as_the_identity(block, scale):
     # The last layer of every residual branch is initialised at (1e-5-scaled) zero (Ho et al. 2020;
@@ -106,6 +108,22 @@ def test_blocks_start_as_the_identity(block, scale):
     args = (x,) if isinstance(block, AttnBlock) else (x, temb)
     out, _ = fast_jit(block.init_with_output)(KEY, *args)
     np.testing.assert_allclose(out, scale * x, atol=1e-3)
+
+
+def test_block_initializers_replace_ddpm_init():
+    # The small U-Net's and the VAE's blocks: LeCun normal kernels (std 1 / sqrt(fan_in)), an exactly
+    # zero last convolution.
+    block = ResBlockDDPM(8, dropout=0.0, initializers=LECUN_ZERO_OUT)
+    params = fast_jit(block.init)(KEY, jnp.ones((1, 4, 4, 4)), None)["params"]
+    assert np.all(params["conv1"]["kernel"] == 0)
+    assert 0.3 < float(jnp.std(params["shortcut"]["kernel"])) < 0.7  # fan_in 4: std 0.5
+    assert "temb_proj" not in params  # no noise embedding given
+
+
+def test_check_resolutions_names_the_size_and_the_multipliers():
+    assert check_resolutions((28, 28), (1, 2, 2)) == 4
+    with pytest.raises(ValueError, match=r"\(7, 7\) is not divisible by 2, which channel_mults=\(1, 2\)"):
+        check_resolutions((7, 7, 1), (1, 2))
 
 
 def test_ddpm_initialiser_scales():
