@@ -32,7 +32,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def num_doublings(size: int, *, max_doublings: int = 3) -> int:
-    """k: the number of stride-2 stages between a `size`-pixel image and the smallest feature map."""
+    """k: the number of stride-2 stages between a `size`-pixel image and the smallest feature map.
+
+    Args:
+      size: the image's side, H (= W).
+      max_doublings: the largest k to try.
+
+    Returns:
+      The largest k <= `max_doublings` with `size` divisible by 2^k and `size / 2^k >= 2`.
+
+    Raises:
+      ValueError: when no k >= 1 fits.
+    """
     for k in range(max_doublings, 0, -1):
         if size % 2**k == 0 and size // 2**k >= 2:
             return k

@@ -52,6 +52,12 @@ def ddpm_init(scale: float = 1.0) -> nn.initializers.Initializer:
     With `scale = 1` this is Glorot/Xavier uniform. `scale = 0` ("zero-initialised" output layers, score_sde's
     `init_scale=0.`) becomes 1e-10, as in score_sde: in variance that is EDM's `init_weight=1e-5` in
     standard deviation (Karras et al. 2022), so these layers start tiny but not exactly zero.
+
+    Args:
+      scale: the variance scale (0 for the near-zero output layers).
+
+    Returns:
+      A flax initialiser of kernels of any shape.
     """
     return nn.initializers.variance_scaling(scale if scale > 0 else 1e-10, "fan_avg", "uniform")
 
@@ -68,7 +74,17 @@ def conv3x3(
 ) -> nn.Conv:
     """A 3x3 'SAME' convolution with DDPM initialisation and zero bias (score_sde's `ddpm_conv3x3`).
 
-    `kernel_init`, when given, replaces DDPM's initialiser at `init_scale` (likewise in `conv1x1`, `nin`).
+    Args:
+      features: output channels.
+      strides: the stride of both spatial axes.
+      use_bias: add a (zero-initialised) bias.
+      init_scale: scale of DDPM's initialiser, `ddpm_init(init_scale)`.
+      kernel_init: an initialiser replacing DDPM's (then `init_scale` is unused).
+      dtype: computation dtype; parameters stay float32.
+      name: the layer's name in the parameter tree.
+
+    Returns:
+      The layer, mapping `[B, H, W, C]` to `[B, H / strides, W / strides, features]`.
     """
     return nn.Conv(
         features,
@@ -91,7 +107,10 @@ def conv1x1(
     dtype: jnp.dtype | None = None,
     name: str | None = None,
 ) -> nn.Conv:
-    """A 1x1 convolution with DDPM initialisation (score_sde's `ddpm_conv1x1`)."""
+    """A 1x1 convolution with DDPM initialisation (score_sde's `ddpm_conv1x1`).
+
+    Args: as `conv3x3`'s. Returns: the layer, `[B, H, W, C]` -> `[B, H, W, features]`.
+    """
     return nn.Conv(
         features,
         (1, 1),
@@ -114,6 +133,8 @@ def nin(
 
     The default scale 0.1 is score_sde's `NIN` default, used for attention q/k/v and residual shortcuts
     (DDPM's TensorFlow code used 1.0; both are variance scalings of the same fan_avg uniform law).
+
+    Args: as `conv3x3`'s. Returns: the layer, `[..., C]` -> `[..., features]`.
     """
     return nn.Dense(
         features,
@@ -129,6 +150,14 @@ def group_norm(channels: int, *, dtype: jnp.dtype | None = None, name: str | Non
 
     Wu & He (2018) use 32 groups; narrow layers keep at least 4 channels per group. The group count is
     lowered further if needed so it divides C.
+
+    Args:
+      channels: C, the channels of the input.
+      dtype: computation dtype; parameters stay float32.
+      name: the layer's name in the parameter tree.
+
+    Returns:
+      The layer, `[B, H, W, C]` -> `[B, H, W, C]`.
     """
     groups = max(1, min(channels // 4, 32))
     while channels % groups:

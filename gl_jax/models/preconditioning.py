@@ -29,7 +29,17 @@ __all__ = ["EDMPrecond", "EDMUNet", "edm_denoiser"]
 def edm_denoiser(
     net: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, sigma: jax.Array, *, sigma_data: float
 ) -> jax.Array:
-    """D(x; sigma) = c_skip x + c_out net(c_in x, c_noise) for x `[B, ...]` and sigma `[B]`; float32."""
+    """D(x; sigma) = c_skip x + c_out net(c_in x, c_noise), EDM's denoiser around a raw network.
+
+    Args:
+      net: the raw network F, called as `net(x_in, c_noise)` with x_in shaped like x and c_noise `[B]`.
+      x: `[B, ...]` noisy data x_0 + sigma eps.
+      sigma: `[B]` noise levels.
+      sigma_data: standard deviation of the data.
+
+    Returns:
+      The denoised estimate of x_0, float32, shaped like x.
+    """
     sigma = sigma.astype(jnp.float32)  # [B]
     c_skip, c_out, c_in, c_noise = edm_preconditioning(sigma, sigma_data=sigma_data)  # [B] each
     f = net(broadcast_to_data(c_in, x) * x, c_noise)  # [B, ...]

@@ -32,7 +32,14 @@ __all__ = [
 
 
 def fir_kernel_2d(kernel: Sequence[float]) -> np.ndarray:
-    """The separable 2-D kernel `k k^T / sum(k)^2` of a 1-D FIR kernel (sums to 1)."""
+    """The separable 2-D kernel `k k^T / sum(k)^2` of a 1-D FIR kernel.
+
+    Args:
+      kernel: the 1-D kernel `k`, of length K.
+
+    Returns:
+      `[K, K]` float32, summing to 1.
+    """
     k = np.asarray(kernel, dtype=np.float32)
     k2 = np.outer(k, k)
     return k2 / k2.sum()
@@ -69,9 +76,16 @@ def fir_filter_2d(x: jax.Array, kernel: np.ndarray, *, pad: tuple[int, int], up:
 
 
 def fir_upsample_2d(x: jax.Array, kernel: Sequence[float] = (1, 3, 3, 1)) -> jax.Array:
-    """FIR 2x upsampling (StyleGAN2 `upsample_2d`): `[B, H, W, C] -> [B, 2H, 2W, C]`.
+    """FIR 2x upsampling (StyleGAN2 `upsample_2d`).
 
     The kernel is scaled by 4 (the factor squared) so the zero-stuffed image keeps its mean.
+
+    Args:
+      x: `[B, H, W, C]` images.
+      kernel: the 1-D FIR kernel.
+
+    Returns:
+      `[B, 2H, 2W, C]`.
     """
     k = fir_kernel_2d(kernel) * 4.0
     p = k.shape[0] - 2
@@ -79,19 +93,41 @@ def fir_upsample_2d(x: jax.Array, kernel: Sequence[float] = (1, 3, 3, 1)) -> jax
 
 
 def fir_downsample_2d(x: jax.Array, kernel: Sequence[float] = (1, 3, 3, 1)) -> jax.Array:
-    """FIR 2x downsampling (StyleGAN2 `downsample_2d`): `[B, H, W, C] -> [B, H/2, W/2, C]`."""
+    """FIR 2x downsampling (StyleGAN2 `downsample_2d`).
+
+    Args:
+      x: `[B, H, W, C]` images.
+      kernel: the 1-D FIR kernel.
+
+    Returns:
+      `[B, H/2, W/2, C]`.
+    """
     k = fir_kernel_2d(kernel)
     p = k.shape[0] - 2
     return fir_filter_2d(x, k, pad=((p + 1) // 2, p // 2), down=2)
 
 
 def naive_upsample_2d(x: jax.Array) -> jax.Array:
-    """Nearest-neighbour 2x upsampling: `[B, H, W, C] -> [B, 2H, 2W, C]`."""
+    """Nearest-neighbour 2x upsampling.
+
+    Args:
+      x: `[B, H, W, C]` images.
+
+    Returns:
+      `[B, 2H, 2W, C]`, each pixel repeated in a 2x2 block.
+    """
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
 def naive_downsample_2d(x: jax.Array) -> jax.Array:
-    """2x2 average pooling: `[B, H, W, C] -> [B, H/2, W/2, C]`."""
+    """2x2 average pooling.
+
+    Args:
+      x: `[B, H, W, C]` images with even H and W.
+
+    Returns:
+      `[B, H/2, W/2, C]`.
+    """
     b, h, w, c = x.shape
     return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
