@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gl_jax.parametrization import denoised
 from gl_jax.sde import GaussianDiffusion
 
 __all__ = ["GaussianMixture", "gaussian", "random_mixture"]
@@ -126,8 +127,7 @@ class GaussianMixture:
         score = self.score_fn(sde)
 
         def denoiser(x, t):
-            a, s = sde.alpha(t)[:, None], sde.sigma(t)[:, None]
-            return (x + s**2 * score(x, t)) / a
+            return denoised(score(x, t), x, sde.alpha(t)[:, None], sde.sigma(t)[:, None])
 
         return denoiser
 

@@ -12,39 +12,49 @@ and back: eps = (alpha v + sigma x_t) / (alpha^2 + sigma^2),
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
-__all__ = ["PREDICTIONS", "to_eps", "from_eps", "convert", "edm_preconditioning"]
+from gl_jax.registry import Registry
 
-PREDICTIONS = ("eps", "score", "x0", "v")
+__all__ = ["PREDICTIONS", "Prediction", "to_eps", "from_eps", "convert", "denoised", "edm_preconditioning"]
+
+
+class Prediction(NamedTuple):
+    """One thing a network may predict: its maps to and from the noise eps at (x_t, alpha, sigma)."""
+
+    to_eps: Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+    from_eps: Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+# Names a config may use for `config.loss.prediction`; every conversion looks its name up here, once.
+PREDICTIONS = Registry(
+    "prediction",
+    {
+        "eps": Prediction(lambda eps, x_t, a, s: eps, lambda eps, x_t, a, s: eps),
+        "score": Prediction(lambda score, x_t, a, s: -s * score, lambda eps, x_t, a, s: -eps / s),
+        "x0": Prediction(
+            lambda x0, x_t, a, s: (x_t - a * x0) / s, lambda eps, x_t, a, s: (x_t - s * eps) / a
+        ),
+        "v": Prediction(
+            lambda v, x_t, a, s: (a * v + s * x_t) / (a**2 + s**2),
+            lambda eps, x_t, a, s: a * eps - s * ((x_t - s * eps) / a),
+        ),
+    },
+)
 
 
 def to_eps(pred: jax.Array, kind: str, x_t: jax.Array, alpha: jax.Array, sigma: jax.Array) -> jax.Array:
     """The noise eps implied by a prediction of `kind` in `PREDICTIONS`."""
-    if kind == "eps":
-        return pred
-    if kind == "score":
-        return -sigma * pred
-    if kind == "x0":
-        return (x_t - alpha * pred) / sigma
-    if kind == "v":
-        return (alpha * pred + sigma * x_t) / (alpha**2 + sigma**2)
-    raise ValueError(f"Unknown prediction {kind!r}; choose one of {PREDICTIONS}.")
+    return PREDICTIONS[kind].to_eps(pred, x_t, alpha, sigma)
 
 
 def from_eps(eps: jax.Array, kind: str, x_t: jax.Array, alpha: jax.Array, sigma: jax.Array) -> jax.Array:
     """The prediction of `kind` in `PREDICTIONS` implied by the noise eps."""
-    if kind == "eps":
-        return eps
-    if kind == "score":
-        return -eps / sigma
-    if kind == "x0":
-        return (x_t - sigma * eps) / alpha
-    if kind == "v":
-        x0 = (x_t - sigma * eps) / alpha
-        return alpha * eps - sigma * x0
-    raise ValueError(f"Unknown prediction {kind!r}; choose one of {PREDICTIONS}.")
+    return PREDICTIONS[kind].from_eps(eps, x_t, alpha, sigma)
 
 
 def convert(
@@ -54,6 +64,18 @@ def convert(
     if source == target:
         return pred
     return from_eps(to_eps(pred, source, x_t, alpha, sigma), target, x_t, alpha, sigma)
+
+
+def denoised(score: jax.Array, x_t: jax.Array, alpha: jax.Array, sigma: jax.Array) -> jax.Array:
+    """Tweedie's formula: the denoised estimate E[x_0 | x_t] = (x_t + sigma^2 score) / alpha (Efron 2011,
+    "Tweedie's Formula and Selection Bias"; the `x0` prediction implied by a score).
+
+    Args:
+      score: the score at `x_t`, shaped like `x_t`.
+      x_t: the noised data `[B, ...]`.
+      alpha, sigma: signal and noise scales, broadcastable to `x_t`.
+    """
+    return (x_t + sigma**2 * score) / alpha
 
 
 def edm_preconditioning(

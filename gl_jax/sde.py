@@ -9,9 +9,8 @@ Models", eq. 1-3; Song et al. 2021, "Score-Based Generative Modeling through SDE
   log signal-to-noise   lambda(t) = log(alpha^2 / sigma^2)
 
 Concrete processes override these with closed forms where they have them; the generic versions use
-forward-mode autodiff of alpha and sigma, so a new schedule only needs `alpha` and `sigma`.
-
-Time `t` is a `[B]` array throughout; per-example coefficients come back shaped `[B]`.
+forward-mode autodiff of alpha and sigma, so a new schedule only needs `alpha` and `sigma`. Time `t` is a
+`[B]` array throughout; per-example coefficients come back shaped `[B]`.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import dataclasses
 import math
 from collections.abc import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,7 +33,6 @@ __all__ = [
     "RectifiedFlow",
     "DiscreteDDPM",
     "LearnedSchedule",
-    "MonotoneGamma",
     "broadcast_to_data",
 ]
 
@@ -67,8 +64,6 @@ class GaussianDiffusion(abc.ABC):
     def sigma(self, t: jax.Array) -> jax.Array:
         """Noise scale sigma(t), shaped like `t`."""
 
-    # --- Derived quantities (generic; subclasses may override with closed forms). ---
-
     def f(self, t: jax.Array) -> jax.Array:
         """Drift coefficient f(t) = d log alpha(t) / dt, shaped like `t`."""
         _, dalpha = jax.jvp(self.alpha, (t,), (jnp.ones_like(t),))
@@ -80,20 +75,20 @@ class GaussianDiffusion(abc.ABC):
         return 2.0 * sigma * dsigma - 2.0 * self.f(t) * sigma**2
 
     def marginal(self, x0: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Mean and std of p(x_t | x_0).
-
-        Args:
-          x0: clean data `[B, ...]`.
-          t: times `[B]`.
-
-        Returns:
-          `(mean, std)`: `mean` shaped like `x0`, `std` shaped `[B, 1, ..., 1]` (broadcastable to `x0`).
-        """
+        """Mean and std of p(x_t | x_0) for clean data `x0` `[B, ...]` at times `t` `[B]`: `mean` shaped
+        like `x0`, `std` shaped `[B, 1, ..., 1]` (broadcastable to `x0`)."""
         return broadcast_to_data(self.alpha(t), x0) * x0, broadcast_to_data(self.sigma(t), x0)
 
     def drift_diffusion(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Drift f(t) x (shaped like `x`) and diffusion g(t) (shaped `[B]`) of the forward SDE."""
         return broadcast_to_data(self.f(t), x) * x, jnp.sqrt(self.g2(t))
+
+    def reverse_drift(self, x, t, score, *, probability_flow: bool) -> jax.Array:
+        """Drift of the reverse-time SDE, f(t) x - g(t)^2 score (Anderson 1982; Song et al. 2021, eq. 6), or
+        with `probability_flow` of the probability-flow ODE, f(t) x - 1/2 g(t)^2 score (Song et al. 2021,
+        eq. 13). `x` and `score` are `[B, ...]`, `t` is `[B]`; returns an array shaped like `x`."""
+        drift, g = self.drift_diffusion(x, t)
+        return drift - (0.5 if probability_flow else 1.0) * broadcast_to_data(g, x) ** 2 * score
 
     def log_snr(self, t: jax.Array) -> jax.Array:
         """log(alpha^2 / sigma^2), decreasing in t."""
@@ -101,8 +96,7 @@ class GaussianDiffusion(abc.ABC):
 
     def t_from_log_snr(self, log_snr: jax.Array) -> jax.Array:
         """Inverse of `log_snr` (generic: bisection to float precision; closed forms override it)."""
-        lo = jnp.full_like(log_snr, 0.0)
-        hi = jnp.full_like(log_snr, self.T)
+        lo, hi = jnp.zeros_like(log_snr), jnp.full_like(log_snr, self.T)
 
         def body(_, bounds):
             lo, hi = bounds
@@ -113,6 +107,10 @@ class GaussianDiffusion(abc.ABC):
 
         lo, hi = jax.lax.fori_loop(0, 60, body, (lo, hi))
         return 0.5 * (lo + hi)
+
+    def timesteps(self) -> jax.Array | None:
+        """The process's discrete levels `[N]` for discrete-time training, or None in continuous time."""
+        return None
 
     def prior_std(self) -> jax.Array:
         """Standard deviation of the prior N(0, prior_std^2 I): sigma(T), alpha(T) x_0 taken as negligible."""
@@ -130,8 +128,42 @@ class GaussianDiffusion(abc.ABC):
         return -0.5 * d * jnp.log(2.0 * jnp.pi * sigma_t**2) - 0.5 * sq / sigma_t**2
 
 
+class _VariancePreserving(GaussianDiffusion):
+    """alpha^2 + sigma^2 = 1, from log alpha(t) (`_log_alpha`); the prior N(0, I) is the stationary one."""
+
+    @abc.abstractmethod
+    def _log_alpha(self, t: jax.Array) -> jax.Array: ...
+
+    def alpha(self, t):
+        return jnp.exp(self._log_alpha(t))
+
+    def sigma(self, t):
+        # -expm1(2 log alpha) = 1 - alpha^2 without cancellation at small t.
+        return jnp.sqrt(-jnp.expm1(2.0 * self._log_alpha(t)))
+
+    def log_snr(self, t):
+        two_log_alpha = 2.0 * self._log_alpha(t)
+        return two_log_alpha - jnp.log(-jnp.expm1(two_log_alpha))
+
+    def prior_std(self):
+        return jnp.asarray(1.0)
+
+
+class _UnitAlpha(GaussianDiffusion):
+    """alpha = 1 and f = 0: the variance-exploding processes x_t = x_0 + sigma(t) eps."""
+
+    def alpha(self, t):
+        return jnp.ones_like(t)
+
+    def f(self, t):
+        return jnp.zeros_like(t)
+
+    def log_snr(self, t):
+        return -2.0 * jnp.log(self.sigma(t))
+
+
 @dataclasses.dataclass(frozen=True)
-class VPSDE(GaussianDiffusion):
+class VPSDE(_VariancePreserving):
     """Variance-preserving SDE dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw (Song et al. 2021, eq. 11).
 
     beta(t) = beta_min + t (beta_max - beta_min) is the continuous limit of DDPM's linear schedule
@@ -154,31 +186,17 @@ class VPSDE(GaussianDiffusion):
     def _log_alpha(self, t: jax.Array) -> jax.Array:
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
-    def alpha(self, t):
-        return jnp.exp(self._log_alpha(t))
-
-    def sigma(self, t):
-        # -expm1(2 log alpha) = 1 - alpha^2 without cancellation at small t.
-        return jnp.sqrt(-jnp.expm1(2.0 * self._log_alpha(t)))
-
     def f(self, t):
         return -0.5 * self.beta(t)
 
     def g2(self, t):
         return self.beta(t)
 
-    def log_snr(self, t):
-        two_log_alpha = 2.0 * self._log_alpha(t)
-        return two_log_alpha - jnp.log(-jnp.expm1(two_log_alpha))
-
     def t_from_log_snr(self, log_snr):
         # alpha^2 = sigmoid(lambda)  =>  1/2 (b1 - b0) t^2 + b0 t + log_sigmoid(lambda) = 0.
         delta = self.beta_max - self.beta_min
         c = jax.nn.log_sigmoid(log_snr)
         return (-self.beta_min + jnp.sqrt(self.beta_min**2 - 2.0 * delta * c)) / delta
-
-    def prior_std(self):
-        return jnp.asarray(1.0)  # The stationary distribution, as in score_sde.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,13 +224,12 @@ class SubVPSDE(VPSDE):
 
 
 @dataclasses.dataclass(frozen=True)
-class VESDE(GaussianDiffusion):
+class VESDE(_UnitAlpha):
     """Variance-exploding SDE dx = sqrt(d sigma^2/dt) dw with sigma(t) = sigma_min (sigma_max / sigma_min)^t.
 
-    Song et al. 2021, eq. 9 (NCSN's geometric noise levels in continuous time); alpha = 1, f = 0,
-    g^2 = 2 sigma(t)^2 log(sigma_max / sigma_min). The prior is N(0, sigma_max^2 I). `timesteps()` gives
-    NCSN's `num_scales` discrete levels (Song & Ermon 2019), for training with `time_sampling="discrete"`
-    as score_sde's non-continuous VE configs do.
+    Song et al. 2021, eq. 9 (NCSN's geometric noise levels in continuous time); g^2 = 2 sigma(t)^2
+    log(sigma_max / sigma_min); the prior is N(0, sigma_max^2 I). `timesteps()` gives NCSN's `num_scales`
+    levels (Song & Ermon 2019), for discrete-time training as score_sde's non-continuous VE configs.
     """
 
     sigma_min: float = 0.01
@@ -230,27 +247,18 @@ class VESDE(GaussianDiffusion):
                 f"VESDE needs 0 < sigma_min < sigma_max, got {self.sigma_min=}, {self.sigma_max=}."
             )
 
-    def alpha(self, t):
-        return jnp.ones_like(t)
-
     def sigma(self, t):
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
 
-    def f(self, t):
-        return jnp.zeros_like(t)
-
     def g2(self, t):
         return 2.0 * self.sigma(t) ** 2 * math.log(self.sigma_max / self.sigma_min)
-
-    def log_snr(self, t):
-        return -2.0 * jnp.log(self.sigma(t))
 
     def t_from_log_snr(self, log_snr):
         return (-0.5 * log_snr - math.log(self.sigma_min)) / math.log(self.sigma_max / self.sigma_min)
 
 
 @dataclasses.dataclass(frozen=True)
-class EDMSDE(GaussianDiffusion):
+class EDMSDE(_UnitAlpha):
     """EDM's process x_t = x_0 + t eps, t = sigma in [sigma_min, sigma_max] (Karras et al. 2022, eq. 4 with
     s(t) = 1, sigma(t) = t): f = 0, g^2 = 2t. The prior is N(0, sigma_max^2 I).
     """
@@ -266,20 +274,11 @@ class EDMSDE(GaussianDiffusion):
     def t_min(self) -> float:
         return self.sigma_min
 
-    def alpha(self, t):
-        return jnp.ones_like(t)
-
     def sigma(self, t):
         return t
 
-    def f(self, t):
-        return jnp.zeros_like(t)
-
     def g2(self, t):
         return 2.0 * t
-
-    def log_snr(self, t):
-        return -2.0 * jnp.log(t)
 
     def t_from_log_snr(self, log_snr):
         return jnp.exp(-0.5 * log_snr)
@@ -318,20 +317,8 @@ class RectifiedFlow(GaussianDiffusion):
         return jnp.asarray(1.0)
 
 
-def _ddpm_betas(
-    schedule: str, num_steps: int, beta_start: float, beta_end: float, cosine_s: float
-) -> np.ndarray:
-    if schedule == "linear":  # Ho et al. 2020, sec. 4.
-        return np.linspace(beta_start, beta_end, num_steps, dtype=np.float64)
-    if schedule == "cosine":  # Nichol & Dhariwal 2021, eq. 17, betas clipped at 0.999.
-        n = np.arange(num_steps + 1, dtype=np.float64) / num_steps
-        abar = np.cos((n + cosine_s) / (1 + cosine_s) * np.pi / 2) ** 2
-        return np.clip(1.0 - abar[1:] / abar[:-1], 0.0, 0.999)
-    raise ValueError(f"Unknown DDPM schedule {schedule!r}; choose 'linear' or 'cosine'.")
-
-
 @dataclasses.dataclass(frozen=True)
-class DiscreteDDPM(GaussianDiffusion):
+class DiscreteDDPM(_VariancePreserving):
     """A discrete DDPM beta schedule on t_n = n / N, n = 0..N, as a diffusion in continuous t.
 
     alpha(t_n)^2 = prod_{i <= n} (1 - beta_i) exactly at the grid; between grid points log alpha is
@@ -351,7 +338,8 @@ class DiscreteDDPM(GaussianDiffusion):
     cosine_s: float = 0.008
 
     def __post_init__(self):
-        _ddpm_betas(self.schedule, 2, self.beta_start, self.beta_end, self.cosine_s)  # Validates the name.
+        if self.schedule not in ("linear", "cosine"):
+            raise ValueError(f"Unknown DDPM schedule {self.schedule!r}; choose 'linear' or 'cosine'.")
 
     @property
     def t_min(self) -> float:
@@ -359,7 +347,12 @@ class DiscreteDDPM(GaussianDiffusion):
 
     def betas(self) -> np.ndarray:
         """`[N]` betas (float64)."""
-        return _ddpm_betas(self.schedule, self.num_steps, self.beta_start, self.beta_end, self.cosine_s)
+        if self.schedule == "linear":  # Ho et al. 2020, sec. 4.
+            return np.linspace(self.beta_start, self.beta_end, self.num_steps, dtype=np.float64)
+        # Nichol & Dhariwal 2021, eq. 17, betas clipped at 0.999.
+        n = np.arange(self.num_steps + 1, dtype=np.float64) / self.num_steps
+        abar = np.cos((n + self.cosine_s) / (1 + self.cosine_s) * np.pi / 2) ** 2
+        return np.clip(1.0 - abar[1:] / abar[:-1], 0.0, 0.999)
 
     def alphas_cumprod(self) -> np.ndarray:
         """`[N]` alpha-bar_n = prod_{i <= n} (1 - beta_i), n = 1..N (float64)."""
@@ -370,59 +363,12 @@ class DiscreteDDPM(GaussianDiffusion):
         return jnp.arange(1, self.num_steps + 1, dtype=jnp.float32) / self.num_steps
 
     def _log_alpha(self, t):
-        grid = jnp.asarray(
-            np.concatenate([[0.0], 0.5 * np.log(self.alphas_cumprod())]), jnp.float32
-        )  # [N + 1]
+        log_alpha = 0.5 * np.log(self.alphas_cumprod())  # [N]
+        grid = jnp.asarray(np.concatenate([[0.0], log_alpha]), jnp.float32)  # [N + 1]
         pos = jnp.clip(t * self.num_steps, 0.0, self.num_steps)
         lo = jnp.clip(jnp.floor(pos), 0, self.num_steps - 1).astype(jnp.int32)
         w = pos - lo
         return (1.0 - w) * grid[lo] + w * grid[lo + 1]
-
-    def alpha(self, t):
-        return jnp.exp(self._log_alpha(t))
-
-    def sigma(self, t):
-        return jnp.sqrt(-jnp.expm1(2.0 * self._log_alpha(t)))
-
-    def log_snr(self, t):
-        two_log_alpha = 2.0 * self._log_alpha(t)
-        return two_log_alpha - jnp.log(-jnp.expm1(two_log_alpha))
-
-    def prior_std(self):
-        return jnp.asarray(1.0)
-
-
-class MonotoneGamma(nn.Module):
-    """VDM's learned noise schedule gamma(t) = -log SNR(t), monotone increasing in t (Kingma et al. 2021,
-    appendix H): a positive-weight linear term plus a positive-weight sigmoid MLP, rescaled so that
-    gamma(0) = gamma_min and gamma(1) = gamma_max exactly.
-
-    Attributes:
-      gamma_min, gamma_max: end points (VDM's CIFAR-10: -13.3 and 5.0).
-      hidden: width of the sigmoid layer (VDM: 1024).
-    """
-
-    gamma_min: float = -13.3
-    gamma_max: float = 5.0
-    hidden: int = 1024
-
-    @nn.compact
-    def __call__(self, t: jax.Array) -> jax.Array:
-        """gamma(t) `[B]` for times t `[B]` in [0, 1]."""
-        init = nn.initializers.normal(1.0)
-        w1, b1 = self.param("l1_kernel", init, (1, 1)), self.param("l1_bias", nn.initializers.zeros, (1,))
-        w2, b2 = self.param("l2_kernel", init, (1, self.hidden)), self.param("l2_bias", init, (self.hidden,))
-        w3 = self.param("l3_kernel", init, (self.hidden, 1))
-
-        def raw(t):
-            # Absolute-value kernels make every path from t to the output increasing.
-            t = t[:, None]  # [B, 1]
-            h = t @ jnp.abs(w1) + b1
-            u = 2.0 * (jax.nn.sigmoid(2.0 * (t - 0.5) @ jnp.abs(w2) + b2) - 0.5)  # [B, hidden]
-            return (h + u @ jnp.abs(w3) / self.hidden)[:, 0]  # [B]
-
-        g0, g1 = raw(jnp.zeros((1,))), raw(jnp.ones((1,)))
-        return self.gamma_min + (self.gamma_max - self.gamma_min) * (raw(t) - g0) / (g1 - g0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -430,8 +376,12 @@ class LearnedSchedule(GaussianDiffusion):
     """A variance-preserving diffusion with a learned gamma(t) = -log SNR(t) (Kingma et al. 2021, eq. 3):
     alpha^2 = sigmoid(-gamma), sigma^2 = sigmoid(gamma).
 
+    Library-only: for researchers' own VDM-style code (with `gl_jax.losses.score.vdm_elbo`); no config
+    or family builds it.
+
     Attributes:
-      gamma: `gamma(t) -> [B]`, increasing; e.g. `lambda t: MonotoneGamma().apply(params, t)`.
+      gamma: `gamma(t) -> [B]`, increasing; e.g. `lambda t: MonotoneGamma().apply(params, t)` with
+        `gl_jax.models.schedule.MonotoneGamma`.
     """
 
     gamma: Callable[[jax.Array], jax.Array]

@@ -46,6 +46,15 @@ def test_conversions_agree_with_exact_mixture_quantities():
     )
 
 
+def test_denoised_is_tweedie_and_the_x0_conversion():
+    from gl_jax.parametrization import denoised
+
+    x_t, score, alpha, sigma = jnp.array([[0.3, -1.0]]), jnp.array([[2.0, 0.5]]), 0.8, 0.6
+    np.testing.assert_allclose(denoised(score, x_t, alpha, sigma), (x_t + 0.36 * score) / 0.8, rtol=1e-6)
+    want = convert(score, source="score", target="x0", x_t=x_t, alpha=alpha, sigma=sigma)
+    np.testing.assert_allclose(denoised(score, x_t, alpha, sigma), want, rtol=1e-6)
+
+
 def test_unknown_prediction_is_named():
     with pytest.raises(ValueError, match="Unknown prediction"):
         convert(jnp.ones(2), source="eps", target="noise", x_t=jnp.ones(2), alpha=1.0, sigma=1.0)

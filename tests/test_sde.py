@@ -1,12 +1,12 @@
 """Every forward process against its closed forms and against the generic (autodiff) derivations."""
 
-import flax.linen as nn  # noqa: F401 - MonotoneGamma is a linen module.
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
 
+from gl_jax.models.schedule import MonotoneGamma
 from gl_jax.sde import (
     EDMSDE,
     VESDE,
@@ -14,7 +14,6 @@ from gl_jax.sde import (
     DiscreteDDPM,
     GaussianDiffusion,
     LearnedSchedule,
-    MonotoneGamma,
     RectifiedFlow,
     SubVPSDE,
 )
@@ -174,6 +173,19 @@ def test_learned_monotone_schedule():
         np.testing.assert_allclose(sde.alpha(t) ** 2 + sde.sigma(t) ** 2, 1.0, rtol=1e-5)
         np.testing.assert_allclose(sde.log_snr(t), -g, rtol=1e-6)
         np.testing.assert_allclose(sde.t_from_log_snr(sde.log_snr(t[1:-1])), t[1:-1], atol=1e-4)
+
+
+def test_reverse_drift_and_levels():
+    """f x - c g^2 score with c = 1 (reverse SDE) or 1/2 (probability flow), against the VP closed forms."""
+    sde, t = VPSDE(), jnp.array([0.1, 0.5, 0.9])
+    x, score = jnp.ones((3, 2)), jnp.full((3, 2), 2.0)
+    beta = np.asarray(sde.beta(t))[:, None]
+    for c, flow in ((1.0, False), (0.5, True)):
+        want = -0.5 * beta * 1.0 - c * beta * 2.0
+        np.testing.assert_allclose(
+            sde.reverse_drift(x, t, score, probability_flow=flow), want + 0 * x, rtol=1e-6
+        )
+    assert VPSDE().timesteps() is None and DiscreteDDPM().timesteps().shape == (1000,)
 
 
 def test_bad_parameters_are_named():

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from gl_jax.data.sources import DataSpec
-from gl_jax.losses.score import denoising_score_matching
+from gl_jax.losses.score import TIME_SAMPLINGS, WEIGHTINGS, denoising_score_matching
 from gl_jax.models.registry import build_model
 from gl_jax.parametrization import PREDICTIONS, convert
 from gl_jax.samplers import SAMPLERS, SampleResult
@@ -244,9 +244,9 @@ class ScoreDiffusion:
             model_fn,
             self.sde,
             x,
-            weighting=self.weighting,
+            weighting=WEIGHTINGS[self.weighting](),
             prediction=self.prediction,
-            time_sampling=self.time_sampling,
+            time_sampling=TIME_SAMPLINGS[self.time_sampling](),
             reduce=self.reduce,
         )
 

@@ -5,97 +5,162 @@ For x_t = alpha(t) x_0 + sigma(t) eps the conditional score is -eps / sigma(t), 
   L(theta) = E_{t, x_0, eps} [ lambda(t) || s_theta(x_t, t) + eps / sigma(t) ||^2 ]
 
 for a weighting lambda(t), whatever the network predicts (score, eps, x0 or v: the prediction is converted
-to a score first, see `gl_jax.parametrization`), so the minimiser is the score of the noised marginal:
+to a score first, see `gl_jax.parametrization`), so the minimiser is the score of the noised marginal.
+The weighting and the distribution of t are objects (`WEIGHTINGS` and `TIME_SAMPLINGS` map config names to
+them):
 
-  "sigma2"      lambda = sigma^2: the DDPM noise-prediction loss || eps_hat - eps ||^2 (Ho et al. 2020,
-                eq. 14; Song et al. 2021, sec. 3.3).
-  "likelihood"  lambda = g(t)^2: twice the continuous-time ELBO gap, so training maximises likelihood
-                (Song et al. 2021b, "Maximum Likelihood Training of Score-Based Diffusion Models", thm. 1;
-                Kingma et al. 2021, VDM, eq. 17 with -d log SNR/dt = g^2 / sigma^2).
-  "edm"         lambda = w(s) sigma^4 / alpha^2 with w(s) = (s^2 + s_d^2) / (s s_d)^2, s = sigma / alpha:
-                EDM's weighted denoiser loss w(s) || D(x) - x_0 ||^2 (Karras et al. 2022, eq. 8, table 1).
+  Sigma2Weighting       lambda = sigma^2: the DDPM noise-prediction loss || eps_hat - eps ||^2 (Ho et al.
+    ("sigma2")          2020, eq. 14; Song et al. 2021, sec. 3.3).
+  LikelihoodWeighting   lambda = g(t)^2: twice the continuous-time ELBO gap, so training maximises
+    ("likelihood")      likelihood (Song et al. 2021b, "Maximum Likelihood Training of Score-Based
+                        Diffusion Models", thm. 1; Kingma et al. 2021, VDM, eq. 17 with
+                        -d log SNR/dt = g^2 / sigma^2).
+  EDMWeighting          lambda = w(s) sigma^4 / alpha^2 with w(s) = (s^2 + s_d^2) / (s s_d)^2, s = sigma /
+    ("edm")             alpha: EDM's weighted denoiser loss w(s) || D(x) - x_0 ||^2 (Karras et al. 2022,
+                        eq. 8, table 1).
 
-Times are drawn by `time_sampling`: "uniform" on [t_min, T]; "discrete" on the process's grid of levels
-(DDPM's timesteps, NCSN's noise scales); "log_snr", uniform in log-SNR, which is importance sampling for
-the likelihood weighting (the density `|d lambda/dt|` is g^2/sigma^2, so the weighted integrand becomes
-constant in t; Song et al. 2021b, sec. 5; Kingma et al. 2021, appendix I.2) with the importance weight
-applied so the objective is unchanged; "edm", ln(sigma/alpha) ~ N(p_mean, p_std^2), EDM's training
-distribution (which defines its objective).
+  UniformTimes ("uniform")      t uniform on [t_min, T].
+  DiscreteTimes ("discrete")    t uniform on the process's levels (DDPM's timesteps, NCSN's noise scales).
+  LogSNRTimes ("log_snr")       uniform in log-SNR: importance sampling for the likelihood weighting (the
+                                density |d lambda/dt| is g^2/sigma^2, so the weighted integrand becomes
+                                constant in t; Song et al. 2021b, sec. 5; Kingma et al. 2021, appendix
+                                I.2), with the importance weight applied so the objective is unchanged.
+  LogNormalTimes ("edm")        ln(sigma/alpha) ~ N(p_mean, p_std^2), EDM's training distribution (which
+                                defines its objective).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from gl_jax.parametrization import PREDICTIONS, to_eps
+from gl_jax.parametrization import to_eps
+from gl_jax.pixels import bin_centres
+from gl_jax.registry import Registry
 from gl_jax.rng import per_example_keys
 from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
-__all__ = ["denoising_score_matching", "sample_times", "vdm_elbo", "WEIGHTINGS", "TIME_SAMPLING"]
+__all__ = [
+    "denoising_score_matching",
+    "vdm_elbo",
+    "Sigma2Weighting",
+    "LikelihoodWeighting",
+    "EDMWeighting",
+    "UniformTimes",
+    "DiscreteTimes",
+    "LogSNRTimes",
+    "LogNormalTimes",
+    "WEIGHTINGS",
+    "TIME_SAMPLINGS",
+]
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-WEIGHTINGS = ("sigma2", "likelihood", "edm")
-TIME_SAMPLING = ("uniform", "discrete", "log_snr", "edm")
+# --- Weightings: `weighting(sde, t)` is lambda(t) / sigma(t)^2, `[B]`, the factor on || sigma s + eps ||^2.
 
 
-def sample_times(
-    key: jax.Array,
-    sde: GaussianDiffusion,
-    *,
-    time_sampling: str = "uniform",
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
-) -> tuple[jax.Array, jax.Array]:
-    """One training time and its importance weight relative to uniform sampling on [t_min, T].
+@dataclasses.dataclass(frozen=True)
+class Sigma2Weighting:
+    """lambda = sigma^2 (Ho et al. 2020): the plain noise-prediction loss."""
 
-    Args:
-      key: PRNG key (one example's).
-      sde: the process.
-      time_sampling: see the module docstring.
-      p_mean, p_std: EDM's log-normal noise-level distribution (Karras et al. 2022, table 1).
+    def __call__(self, sde: GaussianDiffusion, t: jax.Array) -> jax.Array:
+        return jnp.ones_like(t)
 
-    Returns:
-      `(t, weight)` scalars; the loss multiplies by `weight` so "log_snr" estimates the uniform objective.
+
+@dataclasses.dataclass(frozen=True)
+class LikelihoodWeighting:
+    """lambda = g(t)^2 (Song et al. 2021b, thm. 1): the loss bounds the negative log-likelihood."""
+
+    def __call__(self, sde: GaussianDiffusion, t: jax.Array) -> jax.Array:
+        return sde.g2(t) / sde.sigma(t) ** 2
+
+
+@dataclasses.dataclass(frozen=True)
+class EDMWeighting:
+    """lambda = w(s) sigma^4 / alpha^2, EDM's denoiser weighting (Karras et al. 2022, eq. 8, table 1).
+
+    Attributes:
+      sigma_data: the data's standard deviation s_d (0.5 for images in [-1, 1]).
     """
-    if time_sampling == "uniform":
+
+    sigma_data: float = 0.5
+
+    def __call__(self, sde: GaussianDiffusion, t: jax.Array) -> jax.Array:
+        s = sde.sigma(t) / sde.alpha(t)
+        # w(s) sigma^4 / alpha^2 / sigma^2 = w(s) s^2 = (s^2 + s_d^2) / s_d^2.
+        return (s**2 + self.sigma_data**2) / self.sigma_data**2
+
+
+# --- Time samplings: `sampling(key, sde) -> (t, weight)`, one example's time and its importance weight
+# relative to uniform sampling on [t_min, T] (the loss multiplies by it).
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformTimes:
+    """t ~ U[t_min, T]."""
+
+    def __call__(self, key: jax.Array, sde: GaussianDiffusion) -> tuple[jax.Array, jax.Array]:
         return jax.random.uniform(key, (), minval=sde.t_min, maxval=sde.T), jnp.ones(())
-    if time_sampling == "discrete":
-        if not hasattr(sde, "timesteps"):
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscreteTimes:
+    """t uniform on `sde.timesteps()`, the levels of a discrete-time process (DiscreteDDPM, VESDE)."""
+
+    def __call__(self, key: jax.Array, sde: GaussianDiffusion) -> tuple[jax.Array, jax.Array]:
+        grid = sde.timesteps()
+        if grid is None:
             raise ValueError(
-                f"time_sampling='discrete' needs a process with discrete levels (DiscreteDDPM, VESDE), "
+                f"DiscreteTimes ('discrete') needs a process with discrete levels (DiscreteDDPM, VESDE), "
                 f"got {sde}."
             )
-        grid = sde.timesteps()
         return grid[jax.random.randint(key, (), 0, grid.shape[0])], jnp.ones(())
-    if time_sampling == "log_snr":
+
+
+@dataclasses.dataclass(frozen=True)
+class LogSNRTimes:
+    """log-SNR ~ U[log-SNR(T), log-SNR(t_min)], importance-weighted back to the uniform objective."""
+
+    def __call__(self, key: jax.Array, sde: GaussianDiffusion) -> tuple[jax.Array, jax.Array]:
         ends = sde.log_snr(jnp.array([sde.T, sde.t_min], jnp.float32))
         lam = jax.random.uniform(key, (), minval=ends[0], maxval=ends[1])
         t = jnp.clip(sde.t_from_log_snr(lam), sde.t_min, sde.T)
         tb = t[None]
         density = sde.g2(tb)[0] / sde.sigma(tb)[0] ** 2 / (ends[1] - ends[0])  # p(t) = |d lambda/dt| / range.
         return t, 1.0 / (density * (sde.T - sde.t_min))
-    if time_sampling == "edm":
-        log_s = p_mean + p_std * jax.random.normal(key, ())
+
+
+@dataclasses.dataclass(frozen=True)
+class LogNormalTimes:
+    """ln(sigma / alpha) ~ N(p_mean, p_std^2), EDM's noise-level distribution (Karras et al. 2022, table 1).
+
+    Attributes:
+      p_mean, p_std: the log-normal's mean and standard deviation.
+    """
+
+    p_mean: float = -1.2
+    p_std: float = 1.2
+
+    def __call__(self, key: jax.Array, sde: GaussianDiffusion) -> tuple[jax.Array, jax.Array]:
+        log_s = self.p_mean + self.p_std * jax.random.normal(key, ())
         t = jnp.clip(sde.t_from_log_snr(-2.0 * log_s), sde.t_min, sde.T)
         return t, jnp.ones(())
-    raise ValueError(f"Unknown time_sampling {time_sampling!r}; choose one of {TIME_SAMPLING}.")
 
 
-def _weight_over_sigma2(sde: GaussianDiffusion, t: jax.Array, weighting: str, sigma_data: float) -> jax.Array:
-    """lambda(t) / sigma(t)^2, `[B]`: the factor on || sigma s + eps ||^2."""
-    if weighting == "sigma2":
-        return jnp.ones_like(t)
-    if weighting == "likelihood":
-        return sde.g2(t) / sde.sigma(t) ** 2
-    if weighting == "edm":
-        s = sde.sigma(t) / sde.alpha(t)
-        # w(s) sigma^4 / alpha^2 / sigma^2 = w(s) s^2 = (s^2 + s_d^2) / s_d^2.
-        return (s**2 + sigma_data**2) / sigma_data**2
-    raise ValueError(f"Unknown weighting {weighting!r}; choose one of {WEIGHTINGS}.")
+Weighting = Sigma2Weighting | LikelihoodWeighting | EDMWeighting
+TimeSampling = UniformTimes | DiscreteTimes | LogSNRTimes | LogNormalTimes
+
+# Names a config may use for `config.loss.weighting` and `config.loss.time_sampling`.
+WEIGHTINGS = Registry(
+    "weighting", {"sigma2": Sigma2Weighting, "likelihood": LikelihoodWeighting, "edm": EDMWeighting}
+)
+TIME_SAMPLINGS = Registry(
+    "time_sampling",
+    {"uniform": UniformTimes, "discrete": DiscreteTimes, "log_snr": LogSNRTimes, "edm": LogNormalTimes},
+)
 
 
 def denoising_score_matching(
@@ -104,13 +169,10 @@ def denoising_score_matching(
     sde: GaussianDiffusion,
     x0: jax.Array,
     *,
-    weighting: str = "sigma2",
+    weighting: Weighting = Sigma2Weighting(),
     prediction: str = "score",
-    time_sampling: str = "uniform",
+    time_sampling: TimeSampling = UniformTimes(),
     reduce: str = "mean",
-    sigma_data: float = 0.5,
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Weighted denoising score matching loss of a batch.
 
@@ -119,20 +181,14 @@ def denoising_score_matching(
       model_fn: `model_fn(x_t, t)` with `x_t` `[B, ...]`, `t` `[B]`, predicting `prediction`.
       sde: the forward process.
       x0: clean data `[B, ...]`.
-      weighting: "sigma2", "likelihood" or "edm" (module docstring).
-      prediction: what `model_fn` predicts: "score", "eps", "x0" or "v".
-      time_sampling: "uniform", "discrete", "log_snr" or "edm" (module docstring).
+      weighting: a weighting object, e.g. `Sigma2Weighting()` or `WEIGHTINGS[name](**options)`.
+      prediction: what `model_fn` predicts, a name in `gl_jax.parametrization.PREDICTIONS`.
+      time_sampling: a time sampling object, e.g. `UniformTimes()` or `TIME_SAMPLINGS[name](**options)`.
       reduce: over data dimensions, "mean" or "sum" (score_sde's `reduce_mean`).
-      sigma_data: EDM's data standard deviation (for weighting="edm").
-      p_mean, p_std: EDM's noise-level distribution (for time_sampling="edm").
 
     Returns:
       `(loss, metrics)`: the batch mean (a scalar) and `{"loss": loss}`.
     """
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"Unknown weighting {weighting!r}; choose one of {WEIGHTINGS}.")
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"Unknown prediction {prediction!r}; choose one of {PREDICTIONS}.")
     if reduce not in ("mean", "sum"):
         raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}.")
     batch = x0.shape[0]
@@ -140,7 +196,7 @@ def denoising_score_matching(
 
     def draw(k):
         k_t, k_eps = jax.random.split(k)
-        t, weight = sample_times(k_t, sde, time_sampling=time_sampling, p_mean=p_mean, p_std=p_std)
+        t, weight = time_sampling(k_t, sde)
         return t, weight, jax.random.normal(k_eps, x0.shape[1:])
 
     t, importance, eps = jax.vmap(draw)(keys)  # [B], [B], [B, ...]
@@ -151,8 +207,7 @@ def denoising_score_matching(
     # lambda || s + eps / sigma ||^2 = (lambda / sigma^2) || eps_hat - eps ||^2 with s = -eps_hat / sigma.
     residual = jnp.reshape(eps_hat - eps, (batch, -1))  # [B, D]
     sq = jnp.mean(residual**2, axis=-1) if reduce == "mean" else jnp.sum(residual**2, axis=-1)
-    per_example = importance * _weight_over_sigma2(sde, t, weighting, sigma_data) * sq
-    loss = jnp.mean(per_example)
+    loss = jnp.mean(importance * weighting(sde, t) * sq)
     return loss, {"loss": loss}
 
 
@@ -166,6 +221,9 @@ def vdm_elbo(
     antithetic: bool = True,
 ) -> dict[str, jax.Array]:
     """The continuous-time variational bound of VDM (Kingma et al. 2021, eq. 11 and 17), per example.
+
+    Library-only: for researchers' own VDM-style code (e.g. with `gl_jax.sde.LearnedSchedule`); no config
+    or family computes it.
 
     Discrete data k in {0, ..., levels - 1} sits at the bin centres x = 2 (k + 1/2) / levels - 1 (VDM's
     convention). With gamma(t) = -log SNR(t) and z_t = alpha_t x + sigma_t eps on [t_min, T]::
@@ -191,7 +249,7 @@ def vdm_elbo(
     """
     batch = x_int.shape[0]
     dims = x_int[0].size
-    x = 2.0 * (x_int.astype(jnp.float32) + 0.5) / levels - 1.0
+    x = bin_centres(x_int, levels=levels)
     k_t, k_eps, k_rec = jax.random.split(key, 3)
     ends = jnp.array([sde.t_min, sde.T], jnp.float32)
     flat = lambda v: jnp.reshape(v, (batch, -1))  # [B, D]
@@ -207,7 +265,7 @@ def vdm_elbo(
     # 2. Reconstruction at t_min with VDM's per-pixel softmax decoder.
     a_0, s_0 = sde.alpha(ends[:1]), sde.sigma(ends[:1])
     z_0 = a_0 * x + s_0 * jax.random.normal(k_rec, x.shape)
-    grid = 2.0 * (jnp.arange(levels, dtype=jnp.float32) + 0.5) / levels - 1.0  # [levels]
+    grid = bin_centres(jnp.arange(levels), levels=levels)  # [levels]
     logits = -0.5 * ((z_0[..., None] / a_0 - grid) * (a_0 / s_0)) ** 2  # [B, ..., levels]
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     picked = jnp.take_along_axis(log_probs, x_int[..., None].astype(jnp.int32), axis=-1)[..., 0]

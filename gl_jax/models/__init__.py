@@ -5,6 +5,7 @@ from gl_jax.models.dit import DiT
 from gl_jax.models.mlp import ScoreMLP
 from gl_jax.models.preconditioning import EDMPrecond, EDMUNet
 from gl_jax.models.registry import MODELS, build_model
+from gl_jax.models.schedule import MonotoneGamma
 from gl_jax.models.small_unet import SmallUNet
 from gl_jax.models.unet import UNet, UNetEncoder
 
@@ -13,6 +14,7 @@ __all__ = [
     "EDMPrecond",
     "EDMUNet",
     "MODELS",
+    "MonotoneGamma",
     "NoisyClassifier",
     "ScoreMLP",
     "SmallUNet",

@@ -7,7 +7,16 @@ import pytest
 from scipy import stats
 
 from gl_jax.analytic import gaussian
-from gl_jax.losses.score import denoising_score_matching, sample_times
+from gl_jax.losses.score import (
+    TIME_SAMPLINGS,
+    WEIGHTINGS,
+    DiscreteTimes,
+    LikelihoodWeighting,
+    LogNormalTimes,
+    LogSNRTimes,
+    UniformTimes,
+    denoising_score_matching,
+)
 from gl_jax.parametrization import convert
 from gl_jax.sde import EDMSDE, VESDE, VPSDE, DiscreteDDPM
 
@@ -61,7 +70,9 @@ def test_exact_score_is_the_minimiser(weighting, prediction):
     def loss_at(params, keys, x0):
         scale, shift = params
         model = exact_model(sde, prediction, 1.0 + scale, shift)
-        return denoising_score_matching(keys, model, sde, x0, weighting=weighting, prediction=prediction)[0]
+        return denoising_score_matching(
+            keys, model, sde, x0, weighting=WEIGHTINGS[weighting](), prediction=prediction
+        )[0]
 
     per_example = jax.jit(jax.vmap(jax.grad(loss_at), in_axes=(None, 0, 0)))
     g = np.asarray(jnp.stack(per_example((0.0, 0.0), keys[:, None], x0[:, None]), -1))  # [N, 2]
@@ -78,7 +89,7 @@ def test_prediction_kind_does_not_change_the_objective(weighting):
     losses = [
         float(
             denoising_score_matching(
-                keys, exact_model(sde, p, 1.1, 0.05), sde, x0, weighting=weighting, prediction=p
+                keys, exact_model(sde, p, 1.1, 0.05), sde, x0, weighting=WEIGHTINGS[weighting](), prediction=p
             )[0]
         )
         for p in ("score", "eps", "x0", "v")
@@ -94,11 +105,11 @@ def test_log_snr_sampling_is_unbiased_importance_sampling_for_likelihood_weighti
     def per_example(time_sampling, seed):
         keys = jax.random.split(jax.random.key(seed), x0.shape[0])
         f = lambda k, x: denoising_score_matching(
-            k[None], model, sde, x[None], weighting="likelihood", time_sampling=time_sampling
+            k[None], model, sde, x[None], weighting=LikelihoodWeighting(), time_sampling=time_sampling
         )[0]
         return np.asarray(jax.jit(jax.vmap(f))(keys, x0))
 
-    uniform, importance = per_example("uniform", 6), per_example("log_snr", 7)
+    uniform, importance = per_example(UniformTimes(), 6), per_example(LogSNRTimes(), 7)
     se = np.hypot(uniform.std(), importance.std()) / np.sqrt(len(x0))
     assert abs(uniform.mean() - importance.mean()) < 3.5 * se, (uniform.mean(), importance.mean(), se)
     assert importance.std() < 0.5 * uniform.std()
@@ -107,23 +118,23 @@ def test_log_snr_sampling_is_unbiased_importance_sampling_for_likelihood_weighti
 def test_time_sampling_distributions():
     keys = jax.random.split(jax.random.key(0), 20_000)
     ddpm = DiscreteDDPM()
-    t, w = jax.vmap(lambda k: sample_times(k, ddpm, time_sampling="discrete"))(keys)
+    t, w = jax.vmap(lambda k: DiscreteTimes()(k, ddpm))(keys)
     n = np.asarray(t) * 1000
     np.testing.assert_allclose(n, np.round(n), atol=1e-3)
     assert n.min() >= 1 and n.max() <= 1000 and np.all(np.asarray(w) == 1)
     edm = EDMSDE()
-    t, _ = jax.vmap(lambda k: sample_times(k, edm, time_sampling="edm"))(keys)
+    t, _ = jax.vmap(lambda k: LogNormalTimes()(k, edm))(keys)
     log_sigma = np.log(np.asarray(t))
     # Clipping to [0.002, 80] touches only > 4 standard deviations out: the log-normal is untouched.
     assert stats.kstest((log_sigma + 1.2) / 1.2, "norm").pvalue > 1e-3
     np.testing.assert_allclose([log_sigma.mean(), log_sigma.std()], [-1.2, 1.2], atol=0.05)
     ve = VESDE()
-    t, _ = jax.vmap(lambda k: sample_times(k, ve, time_sampling="discrete"))(keys)
+    t, _ = jax.vmap(lambda k: DiscreteTimes()(k, ve))(keys)
     levels = np.log(np.asarray(ve.sigma(t)) / ve.sigma_min) / np.log(ve.sigma_max / ve.sigma_min) * 999
     np.testing.assert_allclose(levels, np.round(levels), atol=1e-2)  # NCSN's 1000 geometric levels.
     assert len(np.unique(np.round(levels))) > 990
     with pytest.raises(ValueError, match="discrete levels"):
-        sample_times(keys[0], VPSDE(), time_sampling="discrete")
+        DiscreteTimes()(keys[0], VPSDE())
 
 
 def test_per_example_keys_make_loss_independent_of_batch_split():
@@ -147,10 +158,11 @@ def test_reduce_sum_scales_by_dimension():
 def test_bad_options_are_named():
     sde = VPSDE()
     with pytest.raises(ValueError, match="weighting"):
-        denoising_score_matching(jax.random.key(0), exact_model(sde), sde, data(8), weighting="nope")
+        WEIGHTINGS["nope"]
     with pytest.raises(ValueError, match="prediction"):
         denoising_score_matching(jax.random.key(0), exact_model(sde), sde, data(8), prediction="noise")
     with pytest.raises(ValueError, match="time_sampling"):
-        denoising_score_matching(jax.random.key(0), exact_model(sde), sde, data(8), time_sampling="beta")
+        TIME_SAMPLINGS["beta"]
+    assert TIME_SAMPLINGS.build("edm", {"p_std": 2.0}, where="config.loss") == LogNormalTimes(p_std=2.0)
     with pytest.raises(ValueError, match="per-example keys"):
         denoising_score_matching(jax.random.split(jax.random.key(0), 3), exact_model(sde), sde, data(8))

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gl_jax.losses.score import denoising_score_matching, vdm_elbo
+from gl_jax.losses.score import LikelihoodWeighting, denoising_score_matching, vdm_elbo
 from gl_jax.sde import LearnedSchedule
 
 # VDM's end points, gamma linear in t (its "fixed linear" schedule): gamma(0) = -13.3, gamma(1) = 5.
@@ -50,7 +50,7 @@ def test_diffusion_term_is_half_the_likelihood_weighted_dsm():
     x = jnp.full((n, D), X_STAR)
     per_example = jax.vmap(
         lambda k, xi: denoising_score_matching(
-            k[None], eps_fn, SDE, xi[None], weighting="likelihood", prediction="eps", reduce="sum"
+            k[None], eps_fn, SDE, xi[None], weighting=LikelihoodWeighting(), prediction="eps", reduce="sum"
         )[0]
     )(keys, x)
     dsm = 0.5 * (SDE.T - SDE.t_min) * np.asarray(per_example)
