@@ -13,6 +13,8 @@ is D(x_ref(sigma_min); sigma_min) and k-diffusion gets the same levels with a tr
 DPM-Solver++(3M) is compared with k-diffusion's `sample_dpmpp_3m_sde` at eta = 0 (its ODE case) twice: with
 gl_jax's default, the reference implementation's update that k-diffusion uses too (half the Taylor
 coefficient of the second difference, global order 2), and with `variant_3m="taylor"` (global order 3).
+On these mixtures the default has 0.55-0.8x the error of "taylor" at 5-20 steps; "taylor" is ahead from
+about 50 steps.
 k-diffusion's second step (before three predictions exist) differs in form -- phi_2 times the first
 difference where gl_jax takes Algorithm 2's 2M step -- which does not show at the digits printed.
 
@@ -97,7 +99,7 @@ def run(gmm: GaussianMixture, name: str, k) -> list[tuple]:
         return float(np.sqrt(np.mean((np.asarray(x, np.float64) - ref) ** 2)))
 
     def karras(n, trailing_zero):
-        sig = np.asarray(time_grid(SDE, n, kind="karras"), np.float64)  # [n + 1], sigma_max -> sigma_min
+        sig = np.asarray(time_grid(SDE, n, grid="karras"), np.float64)  # [n + 1], sigma_max -> sigma_min
         if trailing_zero:
             sig = np.append(sig, 0.0)
         return torch.tensor(sig, dtype=torch.float32)

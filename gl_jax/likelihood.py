@@ -23,11 +23,14 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
+from gl_jax.pixels import bits_offset, dequantized
+from gl_jax.registry import Registry
 from gl_jax.samplers.ode import FIRST_STEP_FRACTION, adaptive_nfe, probability_flow_drift
 from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
 __all__ = [
     "LikelihoodResult",
+    "TRACES",
     "ode_log_likelihood",
     "draw_probes",
     "hutchinson_divergence",
@@ -38,7 +41,6 @@ __all__ = [
 ]
 
 PROBES = ("rademacher", "gaussian")
-TRACES = ("exact", "hutchinson")
 
 
 class LikelihoodResult(NamedTuple):
@@ -131,12 +133,19 @@ def exact_divergence(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> tupl
     return y, jnp.sum(quad, axis=0)
 
 
-def _divergence_fn(trace: str, probes: jax.Array | None):
-    if trace not in TRACES:
-        raise ValueError(f"Unknown trace {trace!r}; choose one of {TRACES}.")
-    if trace == "exact":
-        return exact_divergence
+def _exact(key, shape, *, probe, num_probes):
+    del key, shape, probe, num_probes
+    return exact_divergence
+
+
+def _hutchinson(key, shape, *, probe, num_probes):
+    probes = draw_probes(key, shape, probe=probe, num_probes=num_probes)
     return lambda fn, x: hutchinson_divergence(fn, x, probes)
+
+
+# Names a config may use for `config.eval.bpd_trace`: each builds `divergence(fn, x) -> (fn(x), div)`
+# from a key and the data's shape (Hutchinson's probes are drawn once, there).
+TRACES = Registry("trace", {"exact": _exact, "hutchinson": _hutchinson})
 
 
 # --- The probability-flow ODE likelihood. ---
@@ -190,8 +199,7 @@ def ode_log_likelihood(
     """
     if method not in ("dopri5", "tsit5"):
         raise ValueError(f"Unknown method {method!r}; choose 'dopri5' or 'tsit5'.")
-    probes = draw_probes(key, x.shape, probe=probe, num_probes=num_probes) if trace == "hutchinson" else None
-    divergence = _divergence_fn(trace, probes)
+    divergence = TRACES[trace](key, x.shape, probe=probe, num_probes=num_probes)
     drift = probability_flow_drift(score_fn, sde)
     t0 = sde.t_min if t_min is None else t_min
 
@@ -246,15 +254,14 @@ def bits_per_dim(
       bits per dimension, shaped like `logp`.
     """
     if offset is None:
-        offset = math.log2(levels / 2)
+        offset = bits_offset(levels)
     return -logp / (num_dims * math.log(2.0)) + offset
 
 
 def uniform_dequantize(key: jax.Array, x_int: jax.Array, *, levels: int = 256) -> jax.Array:
     """Uniform dequantization x = 2 (k + u) / levels - 1, u ~ U[0, 1) (Theis et al. 2016).
 
-    The same map as `gl_jax.data.pipeline.preprocess_images` with an `rng`; k = floor((x + 1) levels / 2)
-    recovers the integers.
+    `gl_jax.pixels.dequantized` with a random offset; `gl_jax.pixels.to_levels` recovers the integers.
 
     Args:
       key: PRNG key for u.
@@ -264,8 +271,7 @@ def uniform_dequantize(key: jax.Array, x_int: jax.Array, *, levels: int = 256) -
     Returns:
       float32 array shaped like `x_int`, in [-1, 1).
     """
-    u = jax.random.uniform(key, x_int.shape, jnp.float32)
-    return 2.0 * (x_int.astype(jnp.float32) + u) / levels - 1.0
+    return dequantized(x_int, jax.random.uniform(key, x_int.shape, jnp.float32), levels=levels)
 
 
 # --- The variational bound. ---
@@ -336,8 +342,8 @@ def diffusion_elbo(
     r, std = kernel(t)
     x_t = broadcast_to_data(r, y) * y + broadcast_to_data(std, y) * jax.random.normal(key_eps, y.shape)
 
-    probes = draw_probes(key_probe, y.shape, probe=probe) if trace == "hutchinson" else None
-    score, div_score = _divergence_fn(trace, probes)(lambda v: score_fn(v, t), x_t)
+    divergence = TRACES[trace](key_probe, y.shape, probe=probe, num_probes=1)
+    score, div_score = divergence(lambda v: score_fn(v, t), x_t)
     sq_norm = jnp.sum(jnp.reshape(score, (num_t * b, -1)) ** 2, axis=-1)
     integrand = sde.g2(t) * (sq_norm + 2.0 * div_score) - 2.0 * d * sde.f(t)  # [num_t * B]
     integral = (sde.T - s) * jnp.mean(integrand.reshape(num_t, b), axis=0)  # [B]

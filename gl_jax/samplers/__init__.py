@@ -1,10 +1,12 @@
 """Standalone samplers: `sampler(key, score_fn, sde, shape, *, steps, ...) -> SampleResult(x, nfe)`.
 
 Each sampler is a pure function of explicit arguments, runs wholly on device (one `jax.jit`, a `lax` loop,
-no host loop) and can be `jax.jit`-ed or `jax.vmap`-ed by the caller.
+no host loop) and can be `jax.jit`-ed or `jax.vmap`-ed by the caller. The arguments every sampler takes
+(`key, score_fn, sde, shape, steps, x_init, t_start, grid, rho`) are described in `gl_jax.samplers.base`.
 """
 
-from gl_jax.samplers.base import SampleResult, time_grid
+from gl_jax.registry import Registry
+from gl_jax.samplers.base import TIME_GRIDS, SampleResult, time_grid
 from gl_jax.samplers.conditional import classifier_guided_score, colorize, guided_score, inpaint
 from gl_jax.samplers.ddim import ddim
 from gl_jax.samplers.dpm_solver import dpm_solver, dpm_solver_pp
@@ -15,22 +17,28 @@ from gl_jax.samplers.pc import pc_sampler
 from gl_jax.samplers.thresholding import THRESHOLDS, threshold_x0, thresholded_score
 from gl_jax.samplers.unipc import unipc
 
-# Names a config may use for `config.sample.sampler`.
-SAMPLERS = {
-    "euler_maruyama": euler_maruyama,
-    "pc": pc_sampler,
-    "ddim": ddim,
-    "edm": edm_sampler,
-    "ode": ode_sampler,
-    "dpm_solver": dpm_solver,
-    "dpm_solver_pp": dpm_solver_pp,
-    "unipc": unipc,
-}
+# Names a config may use for `config.sample.sampler`; `SAMPLERS.options(name)` lists the keyword options
+# `config.sample.options` may set (`steps` has its own key; `x_init` is not a config's to give).
+SAMPLERS = Registry(
+    "sampler",
+    {
+        "euler_maruyama": euler_maruyama,
+        "pc": pc_sampler,
+        "ddim": ddim,
+        "edm": edm_sampler,
+        "ode": ode_sampler,
+        "dpm_solver": dpm_solver,
+        "dpm_solver_pp": dpm_solver_pp,
+        "unipc": unipc,
+    },
+    skip=("steps", "x_init"),
+)
 
 __all__ = [
     "SAMPLERS",
     "SampleResult",
     "THRESHOLDS",
+    "TIME_GRIDS",
     "classifier_guided_score",
     "colorize",
     "ddim",

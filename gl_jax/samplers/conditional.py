@@ -15,13 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gl_jax.samplers.base import SampleResult, time_grid
+from gl_jax.samplers.base import SampleResult, ScoreFn, start
 from gl_jax.samplers.pc import pc_loop
 from gl_jax.sde import GaussianDiffusion
 
 __all__ = ["inpaint", "colorize", "guided_score", "classifier_guided_score", "COLOR_DECOUPLING"]
-
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 # An orthonormal 3x3 matrix whose first row is (1, 1, 1) / sqrt(3): the first decoupled channel of an RGB
 # pixel (as a row vector times its transpose) is sqrt(3) times its grey level (mean of R, G, B).
@@ -33,32 +31,33 @@ def inpaint(
     key: jax.Array,
     score_fn: ScoreFn,
     sde: GaussianDiffusion,
+    shape: tuple[int, ...],
     *,
     known: jax.Array,
     mask: jax.Array,
     steps: int = 1000,
-    predictor: str = "reverse_diffusion",
-    corrector: str | None = "langevin",
-    snr: float = 0.16,
-    n_corrector_steps: int = 1,
-    grid: str = "uniform",
+    x_init: jax.Array | None = None,
+    t_start: float | None = None,
+    grid: str | jax.Array = "uniform",
+    rho: float = 7.0,
+    **pc_options: Any,
 ) -> SampleResult:
     """Fills the unobserved part (`mask == 0`) of `known` by predictor-corrector sampling.
 
     Args:
-      key: PRNG key.
-      score_fn: `score_fn(x, t) -> score` with `x` `[B, ...]`, `t` `[B]`.
-      sde: the forward process.
       known: `[B, ...]` observations (values where `mask == 0` are ignored).
       mask: 1 where observed, 0 where to generate; broadcastable to `known`.
-      steps, predictor, corrector, snr, n_corrector_steps, grid: as in `pc_sampler`.
+      **pc_options: `predictor`, `corrector`, `snr`, `n_corrector_steps` as in `pc_sampler`.
+      key, score_fn, sde, shape, steps, x_init, t_start, grid, rho: the common sampler arguments
+        (`gl_jax.samplers.base`); `shape` is `known`'s.
 
     Returns:
       `SampleResult(x, nfe)`; `x` equals `known` exactly where `mask == 1`.
     """
+    if tuple(shape) != known.shape:
+        raise ValueError(f"shape {tuple(shape)} differs from known's {known.shape}.")
     mask = jnp.broadcast_to(mask, known.shape).astype(known.dtype)
     key_init, key_loop = jax.random.split(key)
-    ts = time_grid(sde, steps, kind=grid)
 
     def project(k, x, s):
         sb = jnp.full((x.shape[0],), s)
@@ -66,33 +65,29 @@ def inpaint(
         noised = mean + std * jax.random.normal(k, x.shape)
         return x * (1.0 - mask) + noised * mask
 
-    x = project(key_init, sde.prior_sample(key_init, known.shape), ts[0])
-    _, x_mean, nfe = pc_loop(
-        key_loop,
-        score_fn,
-        sde,
-        x,
-        ts,
-        predictor=predictor,
-        corrector=corrector,
-        snr=snr,
-        n_corrector_steps=n_corrector_steps,
-        project=project,
-    )
+    x, ts = start(key_init, sde, shape, steps=steps, x_init=x_init, t_start=t_start, grid=grid, rho=rho)
+    x = project(key_init, x, ts[0])
+    _, x_mean, nfe = pc_loop(key_loop, score_fn, sde, x, ts, project=project, **pc_options)
     return SampleResult(x_mean * (1.0 - mask) + known * mask, nfe)
 
 
 def colorize(
-    key: jax.Array, score_fn: ScoreFn, sde: GaussianDiffusion, *, gray: jax.Array, **options: Any
+    key: jax.Array,
+    score_fn: ScoreFn,
+    sde: GaussianDiffusion,
+    shape: tuple[int, ...],
+    *,
+    gray: jax.Array,
+    x_init: jax.Array | None = None,
+    **options: Any,
 ) -> SampleResult:
     """Colours grey images: inpainting of the grey channel in the decoupled colour space.
 
     Args:
-      key: PRNG key.
-      score_fn: score of RGB images `[B, H, W, 3]`.
-      sde: the forward process.
       gray: `[B, H, W, 1]` grey levels (the mean of R, G and B, in the data's scale).
-      **options: `inpaint`'s keyword options.
+      **options: `inpaint`'s other keyword options.
+      key, score_fn, sde, shape, x_init: the common sampler arguments (`gl_jax.samplers.base`);
+        `score_fn` is the score of RGB images, `shape` is `[B, H, W, 3]` and `x_init` is RGB.
 
     Returns:
       `SampleResult(x, nfe)` with RGB `x` `[B, H, W, 3]` whose channel mean equals `gray`.
@@ -105,7 +100,8 @@ def colorize(
 
     known = jnp.concatenate([jnp.sqrt(3.0) * gray, jnp.zeros(gray.shape[:-1] + (2,), gray.dtype)], -1)
     mask = jnp.asarray([1.0, 0.0, 0.0], gray.dtype)
-    result = inpaint(key, decoupled_score, sde, known=known, mask=mask, **options)
+    y_init = None if x_init is None else x_init @ m.T
+    result = inpaint(key, decoupled_score, sde, shape, known=known, mask=mask, x_init=y_init, **options)
     return SampleResult(result.x @ m, result.nfe)
 
 

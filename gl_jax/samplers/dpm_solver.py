@@ -20,47 +20,22 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from gl_jax.parametrization import convert
-from gl_jax.samplers.base import SampleResult, start_point, time_grid
-from gl_jax.sde import GaussianDiffusion, broadcast_to_data
+from gl_jax.samplers.base import (
+    SampleResult,
+    ScoreFn,
+    check_order,
+    prediction_fn,
+    solver_start,
+    t_at_half_log_snr,
+)
+from gl_jax.sde import GaussianDiffusion
 
 __all__ = ["dpm_solver", "dpm_solver_pp"]
-
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 DPM_SOLVER_ORDERS = (1, 2, 3)
 MULTISTEP_ORDERS = (1, 2, 3)
 SINGLESTEP_PP_ORDERS = (1, 2)
 VARIANTS_3M = ("taylor", "reference")
-
-
-def _check_order(order: int, allowed: tuple[int, ...], name: str) -> None:
-    if order not in allowed:
-        raise ValueError(f"{name} supports order in {allowed}, got {order!r}.")
-
-
-def _prediction_fn(score_fn: ScoreFn, sde: GaussianDiffusion, target: str) -> Callable:
-    """`pred(x, t) -> eps_hat or x0_hat` at a scalar time `t`, from the score model."""
-
-    def pred(x, t):
-        t_b = jnp.full((x.shape[0],), t)  # [B]: the model takes per-example times.
-        alpha, sigma = broadcast_to_data(sde.alpha(t_b), x), broadcast_to_data(sde.sigma(t_b), x)
-        return convert(score_fn(x, t_b), source="score", target=target, x_t=x, alpha=alpha, sigma=sigma)
-
-    return pred
-
-
-def _start(key, sde, shape, x_init, steps, grid, t_start):
-    """Starting point and the grid `(ts, lam, alpha, sigma)`, each `[steps + 1]`, lam = log(alpha / sigma)."""
-    x = start_point(key, sde, shape, x_init)
-    ts = time_grid(sde, steps, kind=grid, t_start=t_start)  # [steps + 1]
-    # JAX's default float (float32 unless x64 is enabled), so the scan carry keeps one dtype.
-    return x.astype(jnp.result_type(float)), (ts, 0.5 * sde.log_snr(ts), sde.alpha(ts), sde.sigma(ts))
-
-
-def _t_at(sde: GaussianDiffusion, lam: jax.Array) -> jax.Array:
-    """The time whose half log-SNR is `lam` (a scalar)."""
-    return sde.t_from_log_snr(2.0 * lam[None])[0]
 
 
 def _scan_steps(step: Callable, x: jax.Array, start: int, stop: int) -> jax.Array:
@@ -81,7 +56,8 @@ def dpm_solver(
     order: int = 3,
     x_init: jax.Array | None = None,
     t_start: float | None = None,
-    grid: str = "logsnr",
+    grid: str | jax.Array = "logsnr",
+    rho: float = 7.0,
 ) -> SampleResult:
     """Singlestep DPM-Solver-1/2/3 in the noise prediction (Lu et al. 2022a).
 
@@ -93,22 +69,17 @@ def dpm_solver(
       order 3 (Algorithm 2, r1 = 1/3, r2 = 2/3): two intermediate points, see the body.
 
     Args:
-      key: PRNG key, used only to draw the starting noise when `x_init` is None.
-      score_fn: `score_fn(x, t) -> score` with `x` `[B, ...]`, `t` `[B]`.
-      sde: the forward process.
-      shape: `[B, ...]` shape of the samples.
-      steps: number of intervals of the time grid.
       order: 1, 2 or 3; each interval evaluates the model `order` times.
-      x_init: starting point at `t_start` (default: a prior sample).
-      t_start: starting time (default `sde.T`).
-      grid: time grid kind, see `time_grid` (the paper's default is uniform in log-SNR).
+      key, score_fn, sde, shape, steps, x_init, t_start, grid, rho: the common sampler arguments
+        (`gl_jax.samplers.base`); `key` only draws the starting noise. The paper's grid is "logsnr".
 
     Returns:
       `SampleResult(x, nfe)` with x at `sde.t_min` and nfe = steps * order.
     """
-    _check_order(order, DPM_SOLVER_ORDERS, "dpm_solver")
-    x, (ts, lam, alpha, sigma) = _start(key, sde, shape, x_init, steps, grid, t_start)
-    eps_fn = _prediction_fn(score_fn, sde, "eps")
+    check_order(order, DPM_SOLVER_ORDERS, "dpm_solver")
+    options = dict(steps=steps, x_init=x_init, t_start=t_start, grid=grid, rho=rho)
+    x, (ts, lam, alpha, sigma) = solver_start(key, sde, shape, **options)
+    eps_fn = prediction_fn(score_fn, sde, "eps")
 
     def ddim(x_s, eps_s, a_s, a_t, sig_t, h):
         # DPM-Solver-1 (eq. 3.7): exact linear part, eps held constant over the interval.
@@ -124,13 +95,13 @@ def dpm_solver(
         if order == 2:
             # Algorithm 1 (DPM-Solver-2): a midpoint-like finite difference of eps in lambda.
             r1 = 0.5
-            s1 = _t_at(sde, lam[i] + r1 * h)
+            s1 = t_at_half_log_snr(sde, lam[i] + r1 * h)
             u = ddim(x_s, eps_s, a_s, sde.alpha(s1), sde.sigma(s1), r1 * h)
             return x_t - sig_t / (2.0 * r1) * jnp.expm1(h) * (eps_fn(u, s1) - eps_s)
         # Algorithm 2 (DPM-Solver-3): the second point u2 already uses the first difference D1, the final
         # update only the second difference D2 with the phi_2-type weight (e^h - 1) / h - 1.
         r1, r2 = 1.0 / 3.0, 2.0 / 3.0
-        s1, s2 = _t_at(sde, lam[i] + r1 * h), _t_at(sde, lam[i] + r2 * h)
+        s1, s2 = t_at_half_log_snr(sde, lam[i] + r1 * h), t_at_half_log_snr(sde, lam[i] + r2 * h)
         sig_s2 = sde.sigma(s2)
         u1 = ddim(x_s, eps_s, a_s, sde.alpha(s1), sde.sigma(s1), r1 * h)
         d1 = eps_fn(u1, s1) - eps_s
@@ -193,10 +164,11 @@ def dpm_solver_pp(
     steps: int,
     order: int = 2,
     multistep: bool = True,
+    variant_3m: str = "reference",
     x_init: jax.Array | None = None,
     t_start: float | None = None,
-    grid: str = "logsnr",
-    variant_3m: str = "reference",
+    grid: str | jax.Array = "logsnr",
+    rho: float = 7.0,
 ) -> SampleResult:
     """DPM-Solver++ in the data prediction x0_hat (Lu et al. 2022b).
 
@@ -205,21 +177,15 @@ def dpm_solver_pp(
     Singlestep (2S, Algorithm 1 with r = 1/2): two evaluations per step. Order 1 is DDIM in both.
 
     Args:
-      key: PRNG key, used only to draw the starting noise when `x_init` is None.
-      score_fn: `score_fn(x, t) -> score` with `x` `[B, ...]`, `t` `[B]`.
-      sde: the forward process.
-      shape: `[B, ...]` shape of the samples.
-      steps: number of intervals of the time grid.
       order: 1, 2 or 3 when `multistep`, 1 or 2 otherwise.
       multistep: multistep (nfe = steps) or singlestep (nfe = order * steps).
-      x_init: starting point at `t_start` (default: a prior sample).
-      t_start: starting time (default `sde.T`).
-      grid: time grid kind, see `time_grid`.
       variant_3m: the 3M update's estimate of h^2 x0_hat'' from three past predictions: `"reference"`
-        (the default: as the reference implementation of Lu et al., k-diffusion and diffusers, which take
-        half the Taylor coefficient, so global order 2; on the mixtures of `benchmarks/p1_sampler_error.py`
-        it has 0.55-0.8x the error of `"taylor"` at 5-20 steps) or `"taylor"` (the Taylor coefficient;
-        global order 3, measured in the tests, and ahead from about 50 steps). Ignored unless order 3.
+        (the default, as the reference implementation of Lu et al., k-diffusion and diffusers: half the
+        Taylor coefficient, so global order 2, which trades order for a smaller error at few steps; see
+        `benchmarks/p1_sampler_error.py`) or `"taylor"` (the Taylor coefficient, global order 3). Ignored
+        unless order 3.
+      key, score_fn, sde, shape, steps, x_init, t_start, grid, rho: the common sampler arguments
+        (`gl_jax.samplers.base`); `key` only draws the starting noise.
 
     Returns:
       `SampleResult(x, nfe)` with x at `sde.t_min`.
@@ -227,11 +193,12 @@ def dpm_solver_pp(
     if variant_3m not in VARIANTS_3M:
         raise ValueError(f"Unknown variant_3m {variant_3m!r}; choose one of {VARIANTS_3M}.")
     if multistep:
-        _check_order(order, MULTISTEP_ORDERS, "dpm_solver_pp(multistep=True)")
+        check_order(order, MULTISTEP_ORDERS, "dpm_solver_pp(multistep=True)")
     else:
-        _check_order(order, SINGLESTEP_PP_ORDERS, "dpm_solver_pp(multistep=False)")
-    x, (ts, lam, alpha, sigma) = _start(key, sde, shape, x_init, steps, grid, t_start)
-    x0_fn = _prediction_fn(score_fn, sde, "x0")
+        check_order(order, SINGLESTEP_PP_ORDERS, "dpm_solver_pp(multistep=False)")
+    options = dict(steps=steps, x_init=x_init, t_start=t_start, grid=grid, rho=rho)
+    x, (ts, lam, alpha, sigma) = solver_start(key, sde, shape, **options)
+    x0_fn = prediction_fn(score_fn, sde, "x0")
 
     if not multistep:
 
@@ -243,7 +210,7 @@ def dpm_solver_pp(
             else:
                 # Algorithm 1 (DPM-Solver++(2S)), r = 1/2: an order-1 step to the log-SNR midpoint s1, whose
                 # prediction replaces m_s (the weights 1 - 1/(2r) and 1/(2r) are 0 and 1).
-                s1 = _t_at(sde, lam[i] + 0.5 * h)
+                s1 = t_at_half_log_snr(sde, lam[i] + 0.5 * h)
                 u = sde.sigma(s1) / sigma[i] * x_s - sde.alpha(s1) * jnp.expm1(-0.5 * h) * m_s
                 d = x0_fn(u, s1)
             return sigma[i + 1] / sigma[i] * x_s - alpha[i + 1] * jnp.expm1(-h) * d

@@ -8,12 +8,12 @@ s(t) = alpha(t)); the denoiser D(x; sigma) = E[x_0 | x] comes from the score by 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from gl_jax.samplers.base import SampleResult, start_point, time_grid
+from gl_jax.parametrization import denoised
+from gl_jax.samplers.base import SampleResult, ScoreFn, start_point, time_grid
 from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
 __all__ = ["edm_sampler"]
@@ -21,7 +21,7 @@ __all__ = ["edm_sampler"]
 
 def edm_sampler(
     key: jax.Array,
-    score_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    score_fn: ScoreFn,
     sde: GaussianDiffusion,
     shape: tuple[int, ...],
     *,
@@ -30,26 +30,21 @@ def edm_sampler(
     s_tmin: float = 0.0,
     s_tmax: float = float("inf"),
     s_noise: float = 1.0,
-    rho: float = 7.0,
-    grid: str = "karras",
     x_init: jax.Array | None = None,
     t_start: float | None = None,
+    grid: str | jax.Array = "karras",
+    rho: float = 7.0,
 ) -> SampleResult:
     """Heun's method on the probability-flow ODE in sigma, the last step Euler to sigma = 0 (algorithm 2).
 
     Args:
-      key: PRNG key (start noise and churn noise).
-      score_fn: `score_fn(x, t) -> score` with `x` `[B, ...]`, `t` `[B]`.
-      sde: the forward process.
-      shape: `[B, ...]` sample shape.
-      steps: N, the number of noise levels sigma_0 > ... > sigma_{N-1} = sigma(t_min) / alpha(t_min);
-        sigma_N = 0. NFE = 2N - 1 (35 for N = 18, EDM's CIFAR-10 setting).
       s_churn, s_tmin, s_tmax, s_noise: stochasticity (EDM, table 5; CIFAR-10 VP: 30, 0.01, 1, 1.007; VE: 80,
         0.05, 1, 1.007); s_churn = 0 is the deterministic sampler. s_tmin and s_tmax are in sigma units.
-      rho: exponent of the Karras grid.
-      grid: time grid kind for sigma_0..sigma_{N-1} (see `time_grid`; "karras" is EDM's).
-      x_init: start at `t_start` (default: a prior sample).
-      t_start: first time (default `sde.T`).
+      key, score_fn, sde, shape, steps, x_init, t_start, grid, rho: the common sampler arguments
+        (`gl_jax.samplers.base`). The N = `steps` intervals run between the noise levels sigma_0 > ... >
+        sigma_{N-1} = sigma(t_min) / alpha(t_min) > sigma_N = 0: N - 1 Heun steps on
+        `time_grid(sde, N - 1, grid=grid, ...)` (an array `grid` holds those N times), then one Euler
+        step to 0, so nfe = 2N - 1 (35 for N = 18, EDM's CIFAR-10 setting). "karras" is EDM's grid.
 
     Returns:
       `SampleResult(x, nfe)`: x is D(x; sigma_{N-1}), the data estimate at sigma_N = 0.
@@ -58,7 +53,7 @@ def edm_sampler(
         raise ValueError(f"edm_sampler needs steps >= 2, got {steps}.")
     key_init, key_loop = jax.random.split(key)
     x = start_point(key_init, sde, shape, x_init)
-    ts = time_grid(sde, steps - 1, kind=grid, t_start=t_start, rho=rho)  # [N]
+    ts = time_grid(sde, steps - 1, grid=grid, t_start=t_start, rho=rho)  # [N]
     sigmas = sde.sigma(ts) / sde.alpha(ts)  # [N], decreasing.
     batch = shape[0]
 
@@ -67,7 +62,7 @@ def edm_sampler(
         t = sde.t_from_log_snr(jnp.full((batch,), -2.0 * jnp.log(sigma)))
         a, s = broadcast_to_data(sde.alpha(t), x_scaled), broadcast_to_data(sde.sigma(t), x_scaled)
         x = a * x_scaled
-        return (x + s**2 * score_fn(x, t)) / a
+        return denoised(score_fn(x, t), x, a, s)
 
     gamma_max = math.sqrt(2.0) - 1.0
 

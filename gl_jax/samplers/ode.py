@@ -10,14 +10,12 @@ one traced program, so the caller can `jax.jit` (or `jax.vmap`) the whole sample
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import diffrax
 import jax
 import jax.numpy as jnp
 
-from gl_jax.samplers.base import SampleResult, start_point, time_grid
-from gl_jax.sde import GaussianDiffusion, broadcast_to_data
+from gl_jax.samplers.base import SampleResult, ScoreFn, start, start_point
+from gl_jax.sde import GaussianDiffusion
 
 __all__ = [
     "ode_sampler",
@@ -56,9 +54,7 @@ def adaptive_nfe(num_steps: jax.Array) -> jax.Array:
     return _NEW_EVALS_PER_STEP * jnp.asarray(num_steps) + _INITIAL_EVALS
 
 
-def probability_flow_drift(
-    score_fn: Callable[[jax.Array, jax.Array], jax.Array], sde: GaussianDiffusion
-) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def probability_flow_drift(score_fn: ScoreFn, sde: GaussianDiffusion) -> ScoreFn:
     """The probability-flow velocity v(x, t) = f(t) x - 1/2 g(t)^2 s(x, t) (Song et al. 2021, eq. 13).
 
     Args:
@@ -71,15 +67,14 @@ def probability_flow_drift(
 
     def drift(x: jax.Array, t: jax.Array) -> jax.Array:
         t_b = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:1])  # [B]
-        f_x, g = sde.drift_diffusion(x, t_b)
-        return f_x - 0.5 * broadcast_to_data(g, x) ** 2 * score_fn(x, t_b)
+        return sde.reverse_drift(x, t_b, score_fn(x, t_b), probability_flow=True)
 
     return drift
 
 
 def ode_sampler(
     key: jax.Array,
-    score_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    score_fn: ScoreFn,
     sde: GaussianDiffusion,
     shape: tuple[int, ...],
     *,
@@ -87,41 +82,35 @@ def ode_sampler(
     method: str = "dopri5",
     rtol: float = 1e-5,
     atol: float = 1e-5,
+    max_steps: int = 4096,
     x_init: jax.Array | None = None,
     t_start: float | None = None,
-    grid: str = "uniform",
-    max_steps: int = 4096,
+    grid: str | jax.Array = "uniform",
+    rho: float = 7.0,
 ) -> SampleResult:
     """Samples by integrating the probability-flow ODE from `t_start` down to `sde.t_min`.
 
     Args:
-      key: PRNG key; used only to draw the starting point from the prior when `x_init` is None (the ODE
-        itself is deterministic).
-      score_fn: `score_fn(x, t) -> score` with `x` `[B, ...]`, `t` `[B]`.
-      sde: the forward process.
-      shape: `[B, ...]` shape of the samples.
-      steps: number of steps of the fixed-step methods on `time_grid(sde, steps, kind=grid)`; ignored by
-        the adaptive methods, which choose their own steps.
       method: `"euler"` (order 1, nfe = steps), `"heun"` (explicit trapezoidal rule, order 2, a full Heun
         step every step, nfe = 2 * steps), `"rk4"` (classical Runge-Kutta, order 4, nfe = 4 * steps), or
         the adaptive `"dopri5"` (Dormand & Prince 1980) and `"tsit5"` (Tsitouras 2011) with a PID step-size
         controller; their nfe is `adaptive_nfe(stats["num_steps"]) = 6 * num_steps + 1`.
       rtol, atol: tolerances of the adaptive methods. diffrax's error norm is the RMS over the whole batch
         (as score_sde's scipy RK45 on the flattened batch), so the batch shares one step-size sequence.
-      x_init: starting point at `t_start` (default: a prior sample).
-      t_start: starting time (default `sde.T`).
-      grid: time grid kind of the fixed-step methods, see `time_grid`.
       max_steps: cap on the adaptive methods' attempted steps (diffrax raises if it is reached).
+      key, score_fn, sde, shape, steps, x_init, t_start, grid, rho: the common sampler arguments
+        (`gl_jax.samplers.base`); the ODE itself is deterministic. `steps`, `grid` and `rho` set the
+        fixed-step methods' grid; the adaptive methods choose their own steps.
 
     Returns:
       `SampleResult(x, nfe)`: samples at `sde.t_min`, `[B, ...]`, and the number of score evaluations.
     """
     if method not in ODE_METHODS:
         raise ValueError(f"Unknown ODE method {method!r}; choose one of {ODE_METHODS}.")
-    x = start_point(key, sde, shape, x_init)
     drift = probability_flow_drift(score_fn, sde)
 
     if method in ADAPTIVE_METHODS:
+        x = start_point(key, sde, shape, x_init)
         t0 = sde.T if t_start is None else t_start
         solver = diffrax.Dopri5() if method == "dopri5" else diffrax.Tsit5()
         sol = diffrax.diffeqsolve(
@@ -137,7 +126,7 @@ def ode_sampler(
         )
         return SampleResult(sol.ys[0], adaptive_nfe(sol.stats["num_steps"]))
 
-    ts = time_grid(sde, steps, kind=grid, t_start=t_start)  # [steps + 1], decreasing.
+    x, ts = start(key, sde, shape, steps=steps, x_init=x_init, t_start=t_start, grid=grid, rho=rho)
 
     def step(x, i):
         t, t_next = ts[i], ts[i + 1]

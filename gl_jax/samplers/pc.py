@@ -13,12 +13,12 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from gl_jax.samplers.base import SampleResult, start_point, time_grid
+from gl_jax.parametrization import denoised
+from gl_jax.registry import Registry
+from gl_jax.samplers.base import SampleResult, ScoreFn, start
 from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
 __all__ = ["pc_sampler", "pc_loop", "PREDICTORS", "CORRECTORS", "posterior_step"]
-
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def _full(t: jax.Array, x: jax.Array) -> jax.Array:
@@ -59,21 +59,17 @@ def posterior_step(
 
 
 def _euler_maruyama(key, score_fn, sde, x, t, s):
-    """Euler-Maruyama on the reverse SDE dx = [f x - g^2 score] dt + g dw_bar (Song et al. 2021, eq. 6)."""
-    dt = t - s
-    drift, g = sde.drift_diffusion(x, _full(t, x))
-    g = broadcast_to_data(g, x)
-    x_mean = x - (drift - g**2 * score_fn(x, _full(t, x))) * dt
+    """Euler-Maruyama on the reverse SDE dx = [f x - g^2 score] dt + g dw_bar (Song et al. 2021, eq. 6).
+
+    It is also the "reverse_diffusion" predictor, the reverse of the discretised forward SDE
+    x + f dt + G z with G = g sqrt(dt) (Song et al. 2021, eq. 46): with f and g taken at t, as here for every
+    process, its mean x - f dt + G^2 score is the same; score_sde's two differ only where a process has its
+    own discretisation (DDPM's betas).
+    """
+    dt, tb = t - s, _full(t, x)
+    x_mean = x - sde.reverse_drift(x, tb, score_fn(x, tb), probability_flow=False) * dt
+    g = broadcast_to_data(jnp.sqrt(sde.g2(tb)), x)
     return x_mean + g * jnp.sqrt(dt) * jax.random.normal(key, x.shape), x_mean
-
-
-def _reverse_diffusion(key, score_fn, sde, x, t, s):
-    """Reverse of the discretised forward SDE x + f dt + G z, G = g sqrt(dt) (Song et al. 2021, eq. 46)."""
-    dt = t - s
-    drift, g = sde.drift_diffusion(x, _full(t, x))
-    big_g = broadcast_to_data(g * jnp.sqrt(dt), x)
-    x_mean = x - drift * dt + big_g**2 * score_fn(x, _full(t, x))
-    return x_mean + big_g * jax.random.normal(key, x.shape), x_mean
 
 
 def _ancestral(key, score_fn, sde, x, t, s):
@@ -83,16 +79,15 @@ def _ancestral(key, score_fn, sde, x, t, s):
     """
     tb = _full(t, x)
     a_t, s_t = broadcast_to_data(sde.alpha(tb), x), broadcast_to_data(sde.sigma(tb), x)
-    x0 = (x + s_t**2 * score_fn(x, tb)) / a_t
+    x0 = denoised(score_fn(x, tb), x, a_t, s_t)
     mean, std = posterior_step(x, x0, sde, t, s, eta=1.0)
     return mean + std * jax.random.normal(key, x.shape), mean
 
 
-PREDICTORS = {
-    "euler_maruyama": _euler_maruyama,
-    "reverse_diffusion": _reverse_diffusion,
-    "ancestral": _ancestral,
-}
+PREDICTORS = Registry(
+    "predictor",
+    {"euler_maruyama": _euler_maruyama, "reverse_diffusion": _euler_maruyama, "ancestral": _ancestral},
+)
 
 
 # --- Correctors: (key, score_fn, sde, x, s, alpha, snr) -> (x, x_mean), at time s. ---
@@ -124,7 +119,8 @@ def _annealed_langevin(key, score_fn, sde, x, s, alpha, snr):
     return x_mean + jnp.sqrt(2.0 * step) * jax.random.normal(key, x.shape), x_mean
 
 
-CORRECTORS = {"langevin": _langevin, "annealed_langevin": _annealed_langevin, None: None}
+# `corrector=None` means none.
+CORRECTORS = Registry("corrector", {"langevin": _langevin, "annealed_langevin": _annealed_langevin})
 
 
 def pc_loop(
@@ -139,7 +135,7 @@ def pc_loop(
     snr: float = 0.16,
     n_corrector_steps: int = 1,
     project: Callable[[jax.Array, jax.Array, jax.Array], jax.Array] | None = None,
-) -> tuple[jax.Array, jax.Array]:
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The predictor-corrector loop over a decreasing time grid `ts` `[N + 1]`, starting from `x` at ts[0].
 
     `project(key, x, s)`, if given, is applied to the state and to its mean after every predictor and
@@ -149,11 +145,8 @@ def pc_loop(
       `(x, x_mean, nfe)`: the last state at ts[-1], its mean without the last step's noise, and the number
       of score evaluations, N * (1 + n_corrector_steps) (N without a corrector).
     """
-    if predictor not in PREDICTORS:
-        raise ValueError(f"Unknown predictor {predictor!r}; choose one of {sorted(PREDICTORS)}.")
-    if corrector not in CORRECTORS:
-        raise ValueError(f"Unknown corrector {corrector!r}; choose one of {[k for k in CORRECTORS]}.")
-    predict, correct = PREDICTORS[predictor], CORRECTORS[corrector]
+    predict = PREDICTORS[predictor]
+    correct = None if corrector is None else CORRECTORS[corrector]
     proj = project or (lambda key, x, s: x)
 
     def step(carry, i):
@@ -189,43 +182,28 @@ def pc_sampler(
     corrector: str | None = "langevin",
     snr: float = 0.16,
     n_corrector_steps: int = 1,
+    denoise_last: bool = True,
     x_init: jax.Array | None = None,
     t_start: float | None = None,
-    grid: str = "uniform",
-    denoise_last: bool = True,
+    grid: str | jax.Array = "uniform",
+    rho: float = 7.0,
 ) -> SampleResult:
     """Predictor-corrector sampler (Song et al. 2021, algorithm 1 with algorithms 2-5).
 
     Args:
-      key: PRNG key.
-      score_fn: `score_fn(x, t) -> score` with `x` `[B, ...]`, `t` `[B]`.
-      sde: the forward process.
-      shape: `[B, ...]` sample shape.
-      steps: predictor steps.
       predictor: "euler_maruyama", "reverse_diffusion" or "ancestral".
       corrector: "langevin", "annealed_langevin" or None.
       snr: the corrector's signal-to-noise ratio (0.16 for CIFAR-10 in score_sde; 0.075 for VE 256x256).
       n_corrector_steps: corrector steps per predictor step.
-      x_init: start at `t_start` (default: a prior sample).
-      t_start: first time (default `sde.T`).
-      grid: time grid kind (see `time_grid`).
       denoise_last: return the last mean without its noise (score_sde's `noise_removal`).
+      key, score_fn, sde, shape, steps, x_init, t_start, grid, rho: the common sampler arguments
+        (`gl_jax.samplers.base`); one predictor step per interval.
 
     Returns:
       `SampleResult(x, nfe)` with nfe = steps * (1 + n_corrector_steps) (or `steps` without a corrector).
     """
     key_init, key_loop = jax.random.split(key)
-    x = start_point(key_init, sde, shape, x_init)
-    ts = time_grid(sde, steps, kind=grid, t_start=t_start)
-    x, x_mean, nfe = pc_loop(
-        key_loop,
-        score_fn,
-        sde,
-        x,
-        ts,
-        predictor=predictor,
-        corrector=corrector,
-        snr=snr,
-        n_corrector_steps=n_corrector_steps,
-    )
+    x, ts = start(key_init, sde, shape, steps=steps, x_init=x_init, t_start=t_start, grid=grid, rho=rho)
+    options = dict(predictor=predictor, corrector=corrector, snr=snr, n_corrector_steps=n_corrector_steps)
+    x, x_mean, nfe = pc_loop(key_loop, score_fn, sde, x, ts, **options)
     return SampleResult(x_mean if denoise_last else x, nfe)

@@ -19,20 +19,33 @@ DPM-Solver++ recover exactly the thresholded x0_hat from it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 
 from gl_jax.parametrization import convert
+from gl_jax.registry import Registry
+from gl_jax.samplers.base import ScoreFn
 from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
 __all__ = ["THRESHOLDS", "threshold_x0", "thresholded_score"]
 
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-# Names a config may use for `config.sample.threshold` (and an eval setting's `threshold`).
-THRESHOLDS = ("none", "static", "dynamic")
+def _static(x0: jax.Array, *, percentile: float) -> jax.Array:
+    del percentile
+    return jnp.clip(x0, -1.0, 1.0)
+
+
+def _dynamic(x0: jax.Array, *, percentile: float) -> jax.Array:
+    if not 0.0 < percentile <= 1.0:
+        raise ValueError(f"percentile must be in (0, 1], got {percentile}.")
+    flat = jnp.abs(x0.reshape(x0.shape[0], -1))  # [B, D]
+    s = broadcast_to_data(jnp.maximum(jnp.quantile(flat, percentile, axis=1), 1.0), x0)  # [B, 1, ...]
+    return jnp.clip(x0, -s, s) / s
+
+
+# Names a config may use for `config.sample.threshold` (and an eval setting's `threshold`), each the
+# thresholding of `x0` `[B, ...]`; "none" leaves the score alone.
+THRESHOLDS = Registry("threshold", {"none": None, "static": _static, "dynamic": _dynamic})
 
 
 def threshold_x0(x0: jax.Array, *, method: str, percentile: float = 0.995) -> jax.Array:
@@ -40,25 +53,15 @@ def threshold_x0(x0: jax.Array, *, method: str, percentile: float = 0.995) -> ja
 
     Args:
       x0: denoised estimates, `[B, ...]`, data scaled to [-1, 1].
-      method: "none", "static" (clip to [-1, 1]) or "dynamic" (Saharia et al. 2022: per example, clip to
-        [-s, s] and divide by s, s = max(1, quantile of abs(x0) at `percentile`)).
+      method: a name in `THRESHOLDS`: "none", "static" (clip to [-1, 1]) or "dynamic" (Saharia et al.
+        2022: per example, clip to [-s, s] and divide by s, s = max(1, quantile of abs(x0) at `percentile`)).
       percentile: the quantile of "dynamic", in (0, 1].
 
     Returns:
       The thresholded estimates, shaped like `x0`.
     """
-    if method == "none":
-        return x0
-    if method == "static":
-        return jnp.clip(x0, -1.0, 1.0)
-    if method == "dynamic":
-        if not 0.0 < percentile <= 1.0:
-            raise ValueError(f"percentile must be in (0, 1], got {percentile}.")
-        flat = jnp.abs(x0.reshape(x0.shape[0], -1))  # [B, D]
-        s = jnp.maximum(jnp.quantile(flat, percentile, axis=1), 1.0)  # [B]
-        s = broadcast_to_data(s, x0)
-        return jnp.clip(x0, -s, s) / s
-    raise ValueError(f"Unknown threshold {method!r}; choose one of {THRESHOLDS}.")
+    fn = THRESHOLDS[method]
+    return x0 if fn is None else fn(x0, percentile=percentile)
 
 
 def thresholded_score(
@@ -78,9 +81,8 @@ def thresholded_score(
     Returns:
       `score(x, t)`, one evaluation of `score_fn` per call.
     """
-    if method not in THRESHOLDS:
-        raise ValueError(f"Unknown threshold {method!r}; choose one of {THRESHOLDS}.")
-    if method == "none":
+    threshold = THRESHOLDS[method]
+    if threshold is None:
         return score_fn
 
     def score(x: jax.Array, t: jax.Array) -> jax.Array:
@@ -90,9 +92,7 @@ def thresholded_score(
         # alpha = 0 (rectified flow at t = 1): x_t holds no signal and the score does not depend on x0.
         has_signal = alpha > 1e-12
         between = dict(x_t=x, alpha=jnp.where(has_signal, alpha, 1.0), sigma=sigma)
-        x0 = threshold_x0(
-            convert(s, source="score", target="x0", **between), method=method, percentile=percentile
-        )
+        x0 = threshold(convert(s, source="score", target="x0", **between), percentile=percentile)
         return jnp.where(has_signal, convert(x0, source="x0", target="score", **between), s)
 
     return score

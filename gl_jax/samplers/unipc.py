@@ -18,13 +18,11 @@ The corrector raises the order by one for free: m_{i+1} is the model evaluation 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from gl_jax.samplers.base import SampleResult
-from gl_jax.samplers.dpm_solver import _check_order, _prediction_fn, _start
+from gl_jax.samplers.base import SampleResult, ScoreFn, check_order, prediction_fn, solver_start
 from gl_jax.sde import GaussianDiffusion
 
 __all__ = ["unipc"]
@@ -104,45 +102,41 @@ def _unipc_update(x, ms, i, k, *, lam, alpha, sigma, variant, x0_fn, t_next, cor
 
 def unipc(
     key: jax.Array,
-    score_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    score_fn: ScoreFn,
     sde: GaussianDiffusion,
     shape: tuple[int, ...],
     *,
     steps: int,
     order: int = 2,
+    variant: str = "bh2",
     x_init: jax.Array | None = None,
     t_start: float | None = None,
-    grid: str = "logsnr",
-    variant: str = "bh2",
+    grid: str | jax.Array = "logsnr",
+    rho: float = 7.0,
 ) -> SampleResult:
     """Multistep UniPC-p: UniP-p predictor with UniC-p corrector in the data prediction (Zhao et al. 2023).
 
     The first `order - 1` steps use orders 1, 2, ... while the history fills (the paper's warm-up); the
     last step is not corrected (its model evaluation would serve no next step). UniPC-p has order p + 1
-    (Zhao et al. 2023, sec. 3): measured 3 and 4 for p = 2, 3 in the tests (the lower-order warm-up steps
-    are taken at high noise, where the prediction barely moves, so they do not lower the order there).
+    (Zhao et al. 2023, sec. 3), 3 and 4 for p = 2, 3 as the tests check: the lower-order warm-up steps are
+    taken at high noise, where the prediction barely moves, so they do not lower the order.
 
     Args:
-      key: PRNG key, used only to draw the starting noise when `x_init` is None.
-      score_fn: `score_fn(x, t) -> score` with `x` `[B, ...]`, `t` `[B]`.
-      sde: the forward process.
-      shape: `[B, ...]` shape of the samples.
-      steps: number of intervals of the time grid (= number of model evaluations).
       order: predictor order p, 1, 2 or 3.
-      x_init: starting point at `t_start` (default: a prior sample).
-      t_start: starting time (default `sde.T`).
-      grid: time grid kind, see `time_grid`.
       variant: B(h) = h ("bh1") or e^h - 1 ("bh2"; the paper recommends bh2 for guided sampling / few
         steps and bh1 for unconditional sampling).
+      key, score_fn, sde, shape, steps, x_init, t_start, grid, rho: the common sampler arguments
+        (`gl_jax.samplers.base`); `key` only draws the starting noise; one model evaluation per interval.
 
     Returns:
       `SampleResult(x, nfe)` with x at `sde.t_min` and nfe = steps.
     """
-    _check_order(order, UNIPC_ORDERS, "unipc")
+    check_order(order, UNIPC_ORDERS, "unipc")
     if variant not in UNIPC_VARIANTS:
         raise ValueError(f"unipc supports variant in {UNIPC_VARIANTS}, got {variant!r}.")
-    x, (ts, lam, alpha, sigma) = _start(key, sde, shape, x_init, steps, grid, t_start)
-    x0_fn = _prediction_fn(score_fn, sde, "x0")
+    options = dict(steps=steps, x_init=x_init, t_start=t_start, grid=grid, rho=rho)
+    x, (ts, lam, alpha, sigma) = solver_start(key, sde, shape, **options)
+    x0_fn = prediction_fn(score_fn, sde, "x0")
 
     def update(x, ms, i, k, corrector):
         kw = dict(lam=lam, alpha=alpha, sigma=sigma, variant=variant, x0_fn=x0_fn, t_next=ts[i + 1])

@@ -16,9 +16,9 @@ def test_inpaint_keeps_observed_values_and_samples_the_conditional():
     n = 2000
     known = jnp.concatenate([jnp.full((n, 1), 2.0), jnp.full((n, 1), 123.0)], axis=1)
     mask = jnp.array([1.0, 0.0])
-    result = jax.jit(lambda k: inpaint(k, gmm.score_fn(sde), sde, known=known, mask=mask, steps=500))(
-        jax.random.key(0)
-    )
+    result = jax.jit(
+        lambda k: inpaint(k, gmm.score_fn(sde), sde, known.shape, known=known, mask=mask, steps=500)
+    )(jax.random.key(0))
     x = np.asarray(result.x)
     np.testing.assert_array_equal(x[:, 0], 2.0)
     assert abs(x[:, 1].mean() - 2.0) < 0.05 and abs(x[:, 1].std() - 0.3) < 0.05
@@ -35,7 +35,7 @@ def test_colorize_keeps_grey_and_finds_conditional_colour():
 
     n = 2000
     gray = jnp.full((n, 1, 1, 1), 0.3)
-    result = colorize(jax.random.key(1), image_score, sde, gray=gray, steps=500)
+    result = colorize(jax.random.key(1), image_score, sde, (n, 1, 1, 3), gray=gray, steps=500)
     x = np.asarray(result.x).reshape(n, 3)
     np.testing.assert_allclose(x.mean(-1), 0.3, atol=1e-5)
     # Exact conditional mean of a diagonal Gaussian given a^T x = g with a = (1, 1, 1) / 3.

@@ -246,7 +246,7 @@ def test_order_one_is_ddim():
     # An independent DDIM loop on the same grid.
     from gl_jax.samplers.base import time_grid
 
-    ts, x = time_grid(sde, steps, kind="logsnr"), x_init
+    ts, x = time_grid(sde, steps, grid="logsnr"), x_init
     for i in range(steps):
         t, t_next = jnp.full((64,), ts[i]), jnp.full((64,), ts[i + 1])
         eps, x0 = gmm.eps_fn(sde)(x, t), gmm.denoiser_fn(sde)(x, t)

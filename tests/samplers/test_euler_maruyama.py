@@ -68,13 +68,33 @@ def test_time_grids():
 
     sde = VPSDE()
     for kind in ("uniform", "quadratic", "logsnr", "karras"):
-        ts = time_grid(sde, 10, kind=kind)
+        ts = time_grid(sde, 10, grid=kind)
         assert ts.shape == (11,) and np.all(np.diff(np.asarray(ts)) < 0)
         np.testing.assert_allclose([ts[0], ts[-1]], [sde.T, sde.t_min], rtol=1e-6)
-    lam = sde.log_snr(time_grid(sde, 10, kind="logsnr"))
+    lam = sde.log_snr(time_grid(sde, 10, grid="logsnr"))
     np.testing.assert_allclose(np.diff(np.asarray(lam)), float(lam[1] - lam[0]), rtol=1e-3)
     # For EDM, t is sigma: the Karras grid is EDM's eq. 5 exactly.
     edm = EDMSDE()
     i = np.arange(19) / 18
     expected = (80 ** (1 / 7) + i * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7
-    np.testing.assert_allclose(time_grid(edm, 18, kind="karras"), expected, rtol=1e-4)
+    np.testing.assert_allclose(time_grid(edm, 18, grid="karras"), expected, rtol=1e-4)
+
+
+def test_every_sampler_takes_the_common_keywords_and_grid_arrays():
+    import pytest
+
+    from gl_jax.samplers import ddim, time_grid
+
+    for name in SAMPLERS:
+        options = SAMPLERS.options(name)
+        assert {"t_start", "grid", "rho"} <= set(options) and not {"steps", "x_init"} & set(options), name
+    with pytest.raises(ValueError, match="Did you mean 'ddim'"):
+        SAMPLERS["ddmi"]
+    sde, score = VPSDE(), lambda x, t: -x
+    ts = time_grid(sde, 6, grid="karras", rho=5.0)
+    np.testing.assert_array_equal(time_grid(sde, 6, grid=ts), ts)
+    with pytest.raises(ValueError, match="grid array"):
+        time_grid(sde, 5, grid=ts)
+    by_name = ddim(jax.random.key(0), score, sde, (4, 2), steps=6, grid="karras", rho=5.0).x
+    by_array = ddim(jax.random.key(0), score, sde, (4, 2), steps=6, grid=ts).x
+    np.testing.assert_array_equal(by_name, by_array)
