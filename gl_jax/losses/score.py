@@ -6,27 +6,30 @@ For x_t = alpha(t) x_0 + sigma(t) eps the conditional score is -eps / sigma(t), 
 
 for a weighting lambda(t), whatever the network predicts (score, eps, x0 or v: the prediction is converted
 to a score first, see `gl_jax.parametrization`), so the minimiser is the score of the noised marginal.
-The weighting and the distribution of t are objects (`WEIGHTINGS` and `TIME_SAMPLINGS` map config names to
-them):
+The weighting and the distribution of t are objects; `WEIGHTINGS` and `TIME_SAMPLINGS` map config names
+to them.
 
-  Sigma2Weighting       lambda = sigma^2: the DDPM noise-prediction loss || eps_hat - eps ||^2 (Ho et al.
-    ("sigma2")          2020, eq. 14; Song et al. 2021, sec. 3.3).
-  LikelihoodWeighting   lambda = g(t)^2: twice the continuous-time ELBO gap, so training maximises
-    ("likelihood")      likelihood (Song et al. 2021b, "Maximum Likelihood Training of Score-Based
-                        Diffusion Models", thm. 1; Kingma et al. 2021, VDM, eq. 17 with
-                        -d log SNR/dt = g^2 / sigma^2).
-  EDMWeighting          lambda = w(s) sigma^4 / alpha^2 with w(s) = (s^2 + s_d^2) / (s s_d)^2, s = sigma /
-    ("edm")             alpha: EDM's weighted denoiser loss w(s) || D(x) - x_0 ||^2 (Karras et al. 2022,
-                        eq. 8, table 1).
+Weightings:
 
-  UniformTimes ("uniform")      t uniform on [t_min, T].
-  DiscreteTimes ("discrete")    t uniform on the process's levels (DDPM's timesteps, NCSN's noise scales).
-  LogSNRTimes ("log_snr")       uniform in log-SNR: importance sampling for the likelihood weighting (the
-                                density |d lambda/dt| is g^2/sigma^2, so the weighted integrand becomes
-                                constant in t; Song et al. 2021b, sec. 5; Kingma et al. 2021, appendix
-                                I.2), with the importance weight applied so the objective is unchanged.
-  LogNormalTimes ("edm")        ln(sigma/alpha) ~ N(p_mean, p_std^2), EDM's training distribution (which
-                                defines its objective).
+- `Sigma2Weighting` ("sigma2"): lambda = sigma^2, the DDPM noise-prediction loss || eps_hat - eps ||^2 (Ho
+  et al. 2020, eq. 14; Song et al. 2021, sec. 3.3).
+- `LikelihoodWeighting` ("likelihood"): lambda = g(t)^2, twice the continuous-time ELBO gap, so training
+  maximises likelihood (Song et al. 2021b, "Maximum Likelihood Training of Score-Based Diffusion Models",
+  thm. 1; Kingma et al. 2021, VDM, eq. 17 with -d log SNR/dt = g^2 / sigma^2).
+- `EDMWeighting` ("edm"): lambda = w(s) sigma^4 / alpha^2 with w(s) = (s^2 + s_d^2) / (s s_d)^2,
+  s = sigma / alpha: EDM's weighted denoiser loss w(s) || D(x) - x_0 ||^2 (Karras et al. 2022, eq. 8,
+  table 1).
+
+Time samplings:
+
+- `UniformTimes` ("uniform"): t uniform on [t_min, T].
+- `DiscreteTimes` ("discrete"): t uniform on the process's levels (DDPM's timesteps, NCSN's noise scales).
+- `LogSNRTimes` ("log_snr"): uniform in log-SNR, importance sampling for the likelihood weighting (the
+  density `|d lambda/dt|` is g^2/sigma^2, so the weighted integrand becomes constant in t; Song et al. 2021b,
+  sec. 5; Kingma et al. 2021, appendix I.2), with the importance weight applied so the objective is
+  unchanged.
+- `LogNormalTimes` ("edm"): ln(sigma/alpha) ~ N(p_mean, p_std^2), EDM's training distribution (which
+  defines its objective).
 """
 
 from __future__ import annotations

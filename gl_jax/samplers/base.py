@@ -4,16 +4,16 @@ Every sampler is `sampler(key, score_fn, sde, shape, *, steps, <its own options>
 t_start=None, grid=..., rho=7.0) -> SampleResult(x, nfe)`, and these common arguments mean the same in
 each:
 
-  key: PRNG key: the starting noise when `x_init` is None, and any noise the sampler adds.
-  score_fn: `score_fn(x, t) -> score` with `x` `[B, ...]`, `t` `[B]`.
-  sde: the forward process (`gl_jax.sde`).
-  shape: `[B, ...]`, the shape of the samples.
-  steps: the number of intervals of the time grid (each sampler states its nfe per interval).
-  x_init: the state at `t_start` (default: a prior sample), for reproducible comparisons, latent
-    interpolation and SDEdit-style partial sampling.
-  t_start: the first time (default `sde.T`).
-  grid: a name in `TIME_GRIDS` or an array of `steps + 1` decreasing times; see `time_grid`.
-  rho: the exponent of the "karras" grid (7 in EDM); unused by the other grids.
+- `key`: PRNG key: the starting noise when `x_init` is None, and any noise the sampler adds.
+- `score_fn`: `score_fn(x, t) -> score` with `x` `[B, ...]`, `t` `[B]`.
+- `sde`: the forward process (`gl_jax.sde`).
+- `shape`: `[B, ...]`, the shape of the samples.
+- `steps`: the number of intervals of the time grid (each sampler states its nfe per interval).
+- `x_init`: the state at `t_start` (default: a prior sample), for reproducible comparisons, latent
+  interpolation and SDEdit-style partial sampling.
+- `t_start`: the first time (default `sde.T`).
+- `grid`: a name in `TIME_GRIDS` or an array of `steps + 1` decreasing times; see `time_grid`.
+- `rho`: the exponent of the "karras" grid (7 in EDM); unused by the other grids.
 """
 
 from __future__ import annotations
