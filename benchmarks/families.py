@@ -4,7 +4,7 @@ shared train step, then compared on test bits/dim, a Fréchet distance of sample
 Families and their configs (experiments/fashion_mnist_*.py): score diffusion (`_vp`), GAN (`_gan`), VAE
 (`_vae`), autoregressive transformer (`_ar`) and latent diffusion (`_latent`, on the VAE this run trains
 first). Each trains for `--budget_s` seconds of steps (the first step, which compiles, is not counted),
-with its own optimizer (`make_family_optimizer`), a constant learning rate after the config's warm-up (the
+with its own optimizer (`family.optimizer(base)`), a constant learning rate after the config's warm-up (the
 run's length is not known in advance, so no cosine decay), and is evaluated with its EMA parameters when
 the run is long enough for the EMA to have moved (steps (1 - decay) >= 5), else with the raw ones.
 
@@ -54,11 +54,11 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
 
+from gl_jax import plots
 from gl_jax.data.pipeline import load_arrays, make_dataset
 from gl_jax.data.sources import open_dataset
-from gl_jax.eval import plots
+from gl_jax.families import build_family
 from gl_jax.families.autoregressive import Autoregressive
-from gl_jax.families.base import build_family, make_family_optimizer
 from gl_jax.families.diffusion import ScoreDiffusion
 from gl_jax.families.vae import VAE
 from gl_jax.likelihood import bits_per_dim, ode_log_likelihood, uniform_dequantize
@@ -97,7 +97,7 @@ def train(config, *, budget_s: float, max_steps: int, data_dir: str | None):
     )
     optim = {k: v for k, v in config.optim.items() if k not in ("grad_accum_steps", "schedule")}
     base = functools.partial(make_optimizer, **optim, schedule="constant", total_steps=max(max_steps, 1))
-    tx = make_family_optimizer(family, base)
+    tx = family.optimizer(base)
     mesh = parallel.make_mesh()
     key = jax.random.key(config.seed)
     state = parallel.init_replicated(lambda k: TrainState.create(params=family.init(k), tx=tx), key, mesh)
@@ -145,7 +145,7 @@ def test_bits_per_dim(family, params, k: np.ndarray, spec, args) -> float | None
         elif isinstance(family, VAE):
             fn = jax.jit(functools.partial(family.log_likelihood, num_samples=args.iwae_k))
             iwae, _ = fn(params, clean[i : i + batch], key)
-            values.append(np.asarray(family.bits_per_dim(iwae)))
+            values.append(np.asarray(family.bits_from_nats(iwae)))
         elif isinstance(family, Autoregressive):
             nll = jax.jit(family.nll)(params, clean[i : i + batch])
             values.append(np.asarray(nll) / (dims * math.log(2.0)))

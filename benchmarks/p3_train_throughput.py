@@ -160,9 +160,9 @@ def _jax_worker(args) -> None:
     if args.matmul_precision:
         jax.config.update("jax_default_matmul_precision", args.matmul_precision)
 
-    from gl_jax.data.sources import DataSpec
-    from gl_jax.families.base import build_family
+    from gl_jax.families import build_family
     from gl_jax.published_configs import score_sde_cifar10
+    from gl_jax.spec import DataSpec
     from gl_jax.train import parallel
     from gl_jax.train.optim import make_optimizer
     from gl_jax.train.precision import COMPUTE_DTYPES

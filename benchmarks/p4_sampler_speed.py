@@ -46,9 +46,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.p3_train_throughput import GLJAX_ROW, IMAGE_SHAPE, diffusers_ddpm_unet
-from gl_jax.data.sources import DataSpec
-from gl_jax.families.base import build_family
+from gl_jax.families import build_family
 from gl_jax.published_configs import score_sde_cifar10
+from gl_jax.spec import DataSpec
 
 STEPS = 50
 

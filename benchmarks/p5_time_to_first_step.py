@@ -81,7 +81,7 @@ def _phases_worker(args) -> None:
 
     from gl_jax.data.pipeline import load_arrays, make_dataset, make_iterator
     from gl_jax.data.sources import open_dataset
-    from gl_jax.families.base import build_family
+    from gl_jax.families import build_family
     from gl_jax.train import loop, parallel  # noqa: F401  (what the CLI imports: orbax, grain, tqdm)
     from gl_jax.train.optim import make_optimizer
     from gl_jax.train.state import TrainState

@@ -2,7 +2,7 @@
 
 Sections other than `model` and `sde` are locked: setting a key that does not exist (in a config file or
 with `--config.a.b=value`) fails with the nearest valid key. `model` and `sde` are replaced whole by each
-experiment and checked at the boundary, where they become typed objects (`build_model`, `build_sde`).
+experiment and checked at the boundary, where they become typed objects (`gl_jax.families.build`).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample.options = ml_collections.ConfigDict()
 
     # `--mode stats`: FID Inception statistics of a split of the data, the reference of FID, KID and
-    # precision/recall in `--mode eval` (gl_jax/train/reference_stats.py); computed once, then read.
+    # precision/recall in `--mode eval` (gl_jax/eval/reference.py); computed once, then read.
     c.stats = ml_collections.ConfigDict()
     c.stats.split = "train"
     # The .npz cache; "" means <data_dir>/gl_jax_stats/<data.name, "/" as "_">_<split>_inception.npz

@@ -214,7 +214,9 @@ def main(argv: list[str]) -> None:
     import jax  # Deferred, like the imports below: `--help` should not wait for JAX.
 
     from gl_jax.data.sources import MissingDatasetError
-    from gl_jax.train import evaluate, loop, reference_stats
+    from gl_jax.eval import evaluate, reference
+    from gl_jax.eval.sample import sample
+    from gl_jax.train import loop
     from gl_jax.train.checkpoint import CheckpointError
     from gl_jax.train.workdir import WorkdirError
 
@@ -234,10 +236,10 @@ def main(argv: list[str]) -> None:
         if mode == "train":
             loop.train_and_evaluate(config, workdir)
         elif mode == "sample":
-            loop.sample(config, workdir)
+            sample(config, workdir)
         elif mode == "stats":
-            reference = reference_stats.compute_stats(config)
-            print(f"Reference statistics of {reference.stats.num} examples in {reference.path}")
+            stats = reference.compute_stats(config)
+            print(f"Reference statistics of {stats.stats.num} examples in {stats.path}")
         else:
             evaluate.evaluate(config, workdir)
             print(f"Evaluation report in {os.path.join(os.path.abspath(workdir), 'eval/report.json')}")

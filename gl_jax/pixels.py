@@ -1,10 +1,10 @@
 """Pixel scaling: the one map between integer pixel levels k in {0, ..., L - 1} and data in [-1, 1].
 
-Two conventions, both from the literature and both used here:
-- plain (DDPM, Ho et al. 2020): x = 2 k / (L - 1) - 1, so 0 maps to -1 and L - 1 to 1;
-- dequantized (Theis et al. 2016): x = 2 (k + u) / L - 1 with u in [0, 1). u ~ U[0, 1) is uniform
-  dequantization; u = 1/2 gives the bin centres, the points a discrete decoder (VDM, Kingma et al. 2021)
-  scores. A density on [-1, 1]^D then relates to the discrete likelihood by log(L / 2) nats per dimension.
+Two conventions, both from the literature and both used here. Plain (DDPM, Ho et al. 2020):
+x = 2 k / (L - 1) - 1, so 0 maps to -1 and L - 1 to 1. Dequantized (Theis et al. 2016): x = 2 (k + u) / L - 1
+with u in [0, 1); u ~ U[0, 1) is uniform dequantization, and u = 1/2 gives the bin centres, the points a
+discrete decoder (VDM, Kingma et al. 2021) scores. A density on [-1, 1]^D then relates to the discrete
+likelihood by log(L / 2) nats per dimension.
 
 Every function takes NumPy or JAX arrays and returns the same kind (the data pipeline runs in NumPy).
 """

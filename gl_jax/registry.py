@@ -52,7 +52,9 @@ def check_keys(keys: Iterable[str], allowed: Iterable[str], *, where: str, what:
         if key not in allowed:
             near = nearest(key, allowed)
             hint = f"; did you mean '{where}.{near[0]}'?" if near else ""
-            raise ValueError(f"Unknown config key '{where}.{key}' for {what}{hint} Valid keys: {sorted(allowed)}.")
+            raise ValueError(
+                f"Unknown config key '{where}.{key}' for {what}{hint} Valid keys: {sorted(allowed)}."
+            )
 
 
 def plain(value: Any) -> Any:
@@ -98,6 +100,16 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {sorted(self._entries)})"
+
+    def register(self, name: str, builder: T) -> None:
+        """Adds `name` (a family or sampler of a researcher's own, without editing gl_jax).
+
+        Raises:
+          ValueError: `name` is taken.
+        """
+        if name in self._entries:
+            raise ValueError(f"The {self.kind} name {name!r} is taken by {self._entries[name]!r}.")
+        self._entries[name] = builder
 
     def options(self, name: str) -> list[str]:
         """The keyword options `name`'s builder takes: init fields of a dataclass (plus `variant` for a

@@ -18,6 +18,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 API = REPO / "docs" / "api"
 PUBLIC = ("sde", "parametrization", "analytic", "losses", "samplers", "likelihood")
 PUBLIC += ("models", "families", "train", "eval", "data")
+# The lowest layer's modules, on the utilities page.
+UTILITIES = ("registry", "spec", "pixels", "plots", "files", "rng", "interrupts")
 
 
 def sphinx_build(source: pathlib.Path, out: pathlib.Path) -> subprocess.CompletedProcess:
@@ -43,20 +45,20 @@ def documented_modules() -> set[str]:
 
 def test_every_public_module_is_documented():
     documented = documented_modules()
-    expected = {f"gl_jax.{name}" for name in PUBLIC}
+    expected = {f"gl_jax.{name}" for name in PUBLIC + UTILITIES}
     for name in PUBLIC:
         package = getattr(__import__(f"gl_jax.{name}"), name)
         if hasattr(package, "__path__"):
             expected |= {m.name for m in pkgutil.iter_modules(package.__path__, f"gl_jax.{name}.")}
     assert expected - documented == set(), "add these modules to a page of docs/api"
-    assert all(m.split(".")[1] in PUBLIC for m in documented)
+    assert all(m.split(".")[1] in PUBLIC + UTILITIES for m in documented)
 
 
 def test_api_docs_build_without_warnings(tmp_path):
     result = sphinx_build(API, tmp_path / "html")
     assert result.returncode == 0, result.stderr[-5000:]
     pages = {p.stem for p in (tmp_path / "html").glob("*.html")}
-    assert set(PUBLIC) <= pages
+    assert set(PUBLIC) | {"utilities"} <= pages
     samplers = (tmp_path / "html" / "samplers.html").read_text()
     for name in (
         "euler_maruyama.euler_maruyama",
@@ -106,3 +108,25 @@ def test_readme_lists_every_experiment_with_its_published_targets():
         targets = load_config(path.stem).get("targets") or {}
         for key, value in targets.items():
             assert labels[key].format(value) in rows[0], f"{path.name}: README lacks its target {key}={value}"
+
+
+def test_architecture_names_only_paths_and_modules_that_exist():
+    """docs/architecture.md is drawn as built: every file, folder and module it names is there."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    paths = set(re.findall(r"`((?:gl_jax|experiments|benchmarks|tests|notebooks|docs)/[\w./{}-]*)`", text))
+    assert len(paths) > 20
+    missing = sorted(p for p in paths if "{" not in p and not (REPO / p.rstrip("/")).exists())
+    assert not missing, f"docs/architecture.md names paths that do not exist: {missing}"
+    modules = set(re.findall(r"\bgl_jax(?:\.\w+)+", text))
+    files = {m for m in modules if (REPO / m.replace(".", "/")).with_suffix(".py").exists()}
+    packages = {m for m in modules if (REPO / m.replace(".", "/") / "__init__.py").exists()}
+    # A dotted name that is neither a module nor a package must be an attribute of one.
+    unknown = []
+    for name in sorted(modules - files - packages):
+        module, _, attr = name.rpartition(".")
+        try:
+            if not hasattr(__import__(module, fromlist=[attr]), attr):
+                unknown.append(name)
+        except ImportError:
+            unknown.append(name)
+    assert not unknown, f"docs/architecture.md names modules or attributes that do not exist: {unknown}"

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from gl_jax.eval.frechet import fid_from_stats, gaussian_statistics
+from gl_jax.eval.frechet import frechet_distance, gaussian_statistics
 from tests.conftest import REPO, load_config
 from tests.eval.conftest import require_torchscript_weights
 
@@ -97,9 +97,9 @@ def reference_eval(tmp_path_factory, trained, cache, data_dir):
 def test_stats_mode_writes_dataset_statistics_and_reuses_them(tmp_path, cache, data_dir):
     from gl_jax.data.pipeline import load_arrays, make_dataset
     from gl_jax.data.sources import open_dataset
+    from gl_jax.eval import reference
     from gl_jax.eval.features import dataset_statistics, inception_extractor
-    from gl_jax.eval.inception import load_inception_params
-    from gl_jax.train import reference_stats
+    from gl_jax.eval.inception_weights import load_inception_params
 
     stats = tmp_path / "digits_stats.npz"
     proc = _cli("stats", None, stats, cache=cache, data_dir=data_dir)
@@ -127,7 +127,7 @@ def test_stats_mode_writes_dataset_statistics_and_reuses_them(tmp_path, cache, d
     def exploding(images):
         raise AssertionError("the cached statistics should have been reused")
 
-    again = reference_stats.compute_stats(config, extractor=exploding)
+    again = reference.compute_stats(config, extractor=exploding)
     assert again.path == str(stats) and again.stats.num == 16
     with np.load(stats) as f:
         np.testing.assert_array_equal(again.stats.sigma, f["sigma"])
@@ -184,7 +184,7 @@ def test_eval_resumes_after_sigkill_with_the_same_numbers(tmp_path, reference_ev
 
 
 def test_eval_without_checkpoint_is_one_line_naming_workdir_and_fix(tmp_path, data_dir):
-    from gl_jax.train import evaluate
+    from gl_jax.eval import evaluate
     from gl_jax.train.checkpoint import CheckpointError  # gl-jax prints it as "gl-jax: error: <message>".
 
     config = load_config("digits_vp", "smoke")
@@ -201,8 +201,8 @@ def test_eval_without_checkpoint_is_one_line_naming_workdir_and_fix(tmp_path, da
 def test_unknown_sampler_in_settings_names_the_valid_ones(tmp_path, data_dir):
     import ml_collections
 
+    from gl_jax.eval import evaluate
     from gl_jax.samplers import SAMPLERS
-    from gl_jax.train import evaluate
 
     config = load_config("digits_vp", "smoke")
     config.data.data_dir = data_dir
@@ -213,42 +213,44 @@ def test_unknown_sampler_in_settings_names_the_valid_ones(tmp_path, data_dir):
     config.eval.settings = ml_collections.ConfigDict(
         {"fast": {"sampler": "ddim", "steps": 10, "options": {"eta_": 1}}}
     )
-    with pytest.raises(ValueError, match=r"config.eval.settings.fast.options.eta_.*Did you mean 'eta'"):
+    with pytest.raises(ValueError, match=r"settings.fast.options.eta_.*did you mean '.*options.eta'"):
         evaluate.evaluate(config, str(tmp_path))
     config.eval.settings = ml_collections.ConfigDict({"fast": {"sampler": "ddim", "step": 10}})
-    with pytest.raises(ValueError, match=r"config.eval.settings.fast.step'. Did you mean 'steps'"):
+    with pytest.raises(ValueError, match=r"config.eval.settings.fast.step'.*did you mean '.*fast.steps'"):
         evaluate.evaluate(config, str(tmp_path))
 
 
 @pytest.mark.parametrize("n, d", [(5, 16), (16, 16), (40, 16)])
-def test_fid_of_few_samples_matches_fid_from_stats(n, d):
-    from gl_jax.train.evaluate import _fid
+def test_fid_of_few_samples_matches_the_frechet_distance_of_fitted_gaussians(n, d):
+    from gl_jax.eval.frechet import fid
 
     rng = np.random.default_rng(n)
     features = rng.normal(size=(n, d)) * rng.uniform(0.5, 2.0, d)
     reference = gaussian_statistics(rng.normal(size=(3 * d, d)) + 0.3)
-    want = fid_from_stats(gaussian_statistics(features), reference)
-    # fid_from_stats takes square roots of the D - N + 1 zero eigenvalues of a singular covariance as
+    fitted = gaussian_statistics(features)
+    want = frechet_distance(fitted.mu, fitted.sigma, reference.mu, reference.sigma)
+    # frechet_distance takes square roots of the D - N + 1 zero eigenvalues of a singular covariance as
     # rounded (each ~1e-8 times the scale), which bounds the agreement for N <= D.
-    assert _fid(features, reference) == pytest.approx(want, rel=1e-7)
+    assert fid(features, reference) == pytest.approx(want, rel=1e-7)
+    assert fid(fitted, reference) == pytest.approx(want, rel=1e-12)
 
 
 def test_progress_resumes_only_with_the_same_fingerprint(tmp_path):
-    from gl_jax.train.evaluate import _Progress
+    from gl_jax.eval.progress import Progress
 
     folder = str(tmp_path / "unit")
-    progress = _Progress(folder, {"checkpoint_step": 2, "setting": ("ddim", 10)})
+    progress = Progress(folder, {"checkpoint_step": 2, "setting": ("ddim", 10)})
     progress.save(0, {"pool": np.ones((2, 3))}, seconds=1.5)
     (tmp_path / "unit" / "batch_000001.npz.tmp1.npz").write_bytes(b"half")  # A killed write.
-    again = _Progress(folder, {"checkpoint_step": 2, "setting": ["ddim", 10]})  # Lists equal tuples.
+    again = Progress(folder, {"checkpoint_step": 2, "setting": ["ddim", 10]})  # Lists equal tuples.
     assert again.done == 1 and again.seconds == 1.5 and not list((tmp_path / "unit").glob("*.tmp*"))
     np.testing.assert_array_equal(again.load()[0]["pool"], np.ones((2, 3)))
-    other = _Progress(folder, {"checkpoint_step": 4, "setting": ["ddim", 10]})  # A newer checkpoint.
+    other = Progress(folder, {"checkpoint_step": 4, "setting": ["ddim", 10]})  # A newer checkpoint.
     assert other.done == 0 and other.load() == [] and not (tmp_path / "unit" / "batch_000000.npz").exists()
 
 
 def test_empty_settings_mean_the_configs_sampler():
-    from gl_jax.train.evaluate import EvalSetting, eval_settings
+    from gl_jax.eval.settings import EvalSetting, eval_settings
 
     config = load_config("digits_vp", "smoke")
     assert [s.name for s in eval_settings(config)] == ["em_10"]
@@ -261,24 +263,23 @@ def test_threshold_of_a_setting_defaults_to_the_configs_and_is_checked(tmp_path,
 
     import ml_collections
 
-    from gl_jax.train import evaluate
-    from gl_jax.train.evaluate import _resolve, _setting_fingerprint, eval_settings
+    from gl_jax.eval import evaluate
+    from gl_jax.eval.evaluate import _setting_fingerprint
+    from gl_jax.eval.settings import eval_settings, resolve
 
     config = load_config("digits_vp", "smoke")
     config.sample.threshold = "dynamic"
     config.eval.settings = ml_collections.ConfigDict(
         {"a": {"sampler": "ddim", "steps": 4}, "b": {"sampler": "ddim", "steps": 4, "threshold": "static"}}
     )
-    family = types.SimpleNamespace(sample_with=None)
-    run = types.SimpleNamespace(config=config, family=family, spec=types.SimpleNamespace(kind="image"))
-    a, b = (_resolve(run, s) for s in eval_settings(config))
+    family = types.SimpleNamespace(takes_samplers=True)
+    image = types.SimpleNamespace(kind="image")
+    a, b = (resolve(s, config, family, image) for s in eval_settings(config))
     assert (a.threshold, b.threshold) == ("dynamic", "static")
     # Vector data has no [-1, 1] range to keep: a setting's threshold is refused as the config's is.
-    vectors = types.SimpleNamespace(
-        config=config, family=family, spec=types.SimpleNamespace(kind="vector", name="toy")
-    )
+    vectors = types.SimpleNamespace(kind="vector", name="toy")
     with pytest.raises(ValueError, match=r"Setting 'b' has threshold 'static'.*dataset 'toy' is not images"):
-        _resolve(vectors, eval_settings(config)[1])
+        resolve(eval_settings(config)[1], config, family, vectors)
     # Samples drawn with another threshold are not resumed as these.
     assert _setting_fingerprint(config, a, 2) != _setting_fingerprint(config, b, 2)
     config.eval.settings.b.threshold = "statc"

@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from gl_jax.train.loop import sample, train_and_evaluate
+from gl_jax.eval.sample import sample
+from gl_jax.train.loop import train_and_evaluate
 from tests.conftest import load_config
 
 needs_fashion = pytest.mark.skipif(

@@ -6,10 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gl_jax.data.sources import DataSpec
-from gl_jax.families.diffusion import ScoreDiffusion
+from gl_jax.eval.sample import sample
+from gl_jax.families.build import build_score
 from gl_jax.published_configs import SCORE_SDE_ROWS
-from gl_jax.train.loop import sample, train_and_evaluate
+from gl_jax.spec import DataSpec
+from gl_jax.train.loop import train_and_evaluate
 from tests.conftest import REPO, load_config
 
 CIFAR10 = DataSpec("cifar10", "image", (32, 32, 3), 256, 10, {"train": 50_000, "test": 10_000})
@@ -36,7 +37,7 @@ PARAMETER_COUNTS = {
 
 
 def _count(config) -> int:
-    family = ScoreDiffusion.from_config(config, CIFAR10)
+    family = build_score(config, CIFAR10)
     shapes = jax.eval_shape(family.init, jax.random.key(0))
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
 

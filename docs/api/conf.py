@@ -36,11 +36,11 @@ napoleon_use_rtype = False
 nitpick_ignore_regex = [
     (r"py:.*", r"(jax|jaxlib|flax|optax|chex|diffrax|numpy|np|jnp|nn|ml_collections|grain|orbax|tfds)(\..*)?"),
     (r"py:.*", r"tensorflow_datasets(\..*)?|array_record(\..*)?|absl(\..*)?|PIL(\..*)?|tensorboardX(\..*)?"),
-    (r"py:.*", r"(abc|typing|collections\.abc|types|os|pathlib|dataclasses|enum|concurrent|logging)\..*"),
+    (r"py:.*", r"(abc|typing|collections\.abc|types|os|pathlib|dataclasses|enum|concurrent|logging|threading)\..*"),
     (r"py:.*", r"(Array|ArrayLike|PRNGKey|PyTree|DTypeLike|Shape|Sharding|Mesh|Module|ConfigDict)"),
 ]
 # Type variables of generic signatures are not documented objects.
-nitpick_ignore = [("py:class", "gl_jax.families.base.T")]
+nitpick_ignore = [("py:class", n) for n in ("gl_jax.families.build.T", "gl_jax.registry.T", "ScoreFn", "Initializer")]
 
 html_theme = "alabaster"
 html_static_path = []

@@ -14,7 +14,7 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from gl_jax.data.images import encode_png
+from gl_jax.data.images import encode_png, labelled_image_info
 
 __all__ = ["FashionMnist", "read_idx", "DEFAULT_SOURCE_DIR"]
 
@@ -51,16 +51,11 @@ class FashionMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
+        return labelled_image_info(
+            self,
+            shape=(28, 28, 1),
+            num_classes=10,
             description="Fashion-MNIST, read from Debian's dataset-fashion-mnist files.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(28, 28, 1)),
-                    "label": tfds.features.ClassLabel(num_classes=10),
-                }
-            ),
-            supervised_keys=("image", "label"),
         )
 
     def _split_generators(self, dl_manager):

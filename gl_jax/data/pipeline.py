@@ -11,7 +11,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
-from gl_jax.data.sources import DataSpec
+from gl_jax.spec import DataSpec
 
 __all__ = ["load_arrays", "make_dataset", "make_iterator", "preprocess_images"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from gl_jax.data.images import encode_png
+from gl_jax.data.images import encode_png, labelled_image_info
 
 __all__ = ["SklearnDigits"]
 
@@ -23,16 +23,11 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     LEVELS = 17
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
+        return labelled_image_info(
+            self,
+            shape=(8, 8, 1),
+            num_classes=10,
             description="scikit-learn's 8x8 digits (UCI optdigits), 17 grey levels.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(8, 8, 1)),
-                    "label": tfds.features.ClassLabel(num_classes=10),
-                }
-            ),
-            supervised_keys=("image", "label"),
         )
 
     def _split_generators(self, dl_manager):

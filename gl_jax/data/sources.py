@@ -8,8 +8,6 @@ is ever downloaded.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import logging
 import os
 import re
@@ -21,6 +19,8 @@ from gl_jax.data.sklearn_digits import SklearnDigits
 from gl_jax.data.synthetic import SyntheticImages
 from gl_jax.data.text import TextFile
 from gl_jax.data.toy import Toy
+from gl_jax.registry import nearest
+from gl_jax.spec import DataSpec
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +39,6 @@ class MissingDatasetError(FileNotFoundError):
     """A standard TFDS dataset is not prepared (as array_record) in the data_dir."""
 
 
-@dataclasses.dataclass(frozen=True)
-class DataSpec:
-    """What the rest of the code needs to know about a dataset.
-
-    Attributes:
-      name: the dataset name as configured.
-      kind: `"image"` (uint8 images, scaled to [-1, 1] by the pipeline) or `"vector"` (float features).
-      shape: shape of one example's `x` after preprocessing, e.g. `(8, 8, 1)` or `(2,)`.
-      levels: number of pixel levels of images (17 for sklearn digits, 256 for 8-bit), None for vectors.
-      num_classes: number of labels, or None when the dataset has none.
-      split_sizes: examples per split.
-    """
-
-    name: str
-    kind: str
-    shape: tuple[int, ...]
-    levels: int | None
-    num_classes: int | None
-    split_sizes: dict[str, int]
-
-
 def resolve_data_dir(data_dir: str | None = None) -> str:
     """The TFDS data_dir: the argument, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`."""
     return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
@@ -73,7 +52,7 @@ _TEXT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
 
 def _nearest(name: str, valid) -> str:
-    near = difflib.get_close_matches(name, list(valid), n=3)
+    near = nearest(name, valid, n=3)
     return f" Nearest: {near}." if near else ""
 
 

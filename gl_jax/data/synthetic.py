@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from gl_jax.data.images import encode_png
+from gl_jax.data.images import encode_png, labelled_image_info
 
 __all__ = ["SyntheticImages", "SHAPES"]
 
@@ -42,16 +42,11 @@ class SyntheticImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in SHAPES]
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
+        return labelled_image_info(
+            self,
+            shape=SHAPES[self.builder_config.name],
+            num_classes=NUM_CLASSES,
             description="Generated class-dependent gratings and blobs in the shape of a standard dataset.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=SHAPES[self.builder_config.name]),
-                    "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-                }
-            ),
-            supervised_keys=("image", "label"),
         )
 
     def _split_generators(self, dl_manager):

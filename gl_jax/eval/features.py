@@ -17,9 +17,10 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from gl_jax.eval.frechet import FeatureStats, StatsAccumulator, fid_from_stats, load_stats, save_stats
-from gl_jax.eval.inception import InceptionOutputs, InceptionV3, load_inception_params, to_inception_input
+from gl_jax.eval.frechet import FeatureStats, StatsAccumulator, fid, load_stats, save_stats
+from gl_jax.eval.inception import InceptionOutputs, InceptionV3, to_inception_input
 from gl_jax.eval.inception_score import ISResult, inception_score
+from gl_jax.eval.inception_weights import load_inception_params
 
 __all__ = [
     "Extractor",
@@ -170,6 +171,10 @@ def sampler_scores(
 ) -> SamplerScores:
     """FID (and IS) of `num` images drawn from `sample_fn(key, n) -> [n, H, W, C]` in [-1, 1].
 
+    Library-only, for scripts that hold a sampling function rather than a run (`benchmarks/families.py`);
+    `--mode eval` (`gl_jax.eval.evaluate`) is the resumable job over a run's checkpoint. Both compute FID
+    with `gl_jax.eval.frechet.fid`.
+
     Batch i is drawn with `jax.random.fold_in(key, i)`, so the images, and so the scores, depend only on
     `key`, `num` and `batch_size`. Features stream into float64 statistics; only the logits (4 KB per
     image) are kept, for the Inception Score's splits.
@@ -192,6 +197,6 @@ def sampler_scores(
         if out.logits is not None:
             logits.append(out.logits)
     stats = acc.result()
-    fid = fid_from_stats(stats, reference) if reference is not None else None
+    fid_value = fid(stats, reference) if reference is not None else None
     is_result = inception_score(np.concatenate(logits), splits=is_splits) if logits else None
-    return SamplerScores(stats=stats, fid=fid, inception_score=is_result)
+    return SamplerScores(stats=stats, fid=fid_value, inception_score=is_result)

@@ -17,8 +17,7 @@ import numpy as np
 __all__ = [
     "FeatureStats",
     "StatsAccumulator",
-    "fid_from_features",
-    "fid_from_stats",
+    "fid",
     "frechet_distance",
     "gaussian_statistics",
     "load_stats",
@@ -140,15 +139,38 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2))
 
 
-def fid_from_stats(stats1: FeatureStats, stats2: FeatureStats) -> float:
-    """FID between two fitted Gaussians, e.g. a sampler's and a dataset's `FeatureStats`."""
-    return frechet_distance(stats1.mu, stats1.sigma, stats2.mu, stats2.sigma)
+def fid(samples: np.ndarray | FeatureStats, reference: np.ndarray | FeatureStats) -> float:
+    """FID (Heusel et al. 2017, eq. 6): the one function every FID in gl_jax goes through.
 
+    Either side is a feature set `[N, D]` or fitted `FeatureStats`. For a feature set of N <= D samples
+    (few samples, 2048 features) the Gaussian fitted to it has the singular covariance S = A^T A / (N - 1),
+    A the centred features `[N, D]`; then tr((S_r S)^(1/2)) is computed exactly from the N x N symmetric
+    PSD matrix A S_r A^T / (N - 1), which has the nonzero eigenvalues of S_r S (XY and YX share them):
+    one N x N eigensolve instead of two D x D ones, with no square roots of rounded zero eigenvalues.
 
-def fid_from_features(features1: np.ndarray, features2: np.ndarray | FeatureStats) -> float:
-    """FID between two feature sets `[N, D]`, or a feature set and precomputed `FeatureStats`."""
-    stats2 = features2 if isinstance(features2, FeatureStats) else gaussian_statistics(features2)
-    return fid_from_stats(gaussian_statistics(features1), stats2)
+    Args:
+      samples: the samples' features or statistics.
+      reference: the data's features or statistics (`gl_jax.eval.reference`).
+
+    Returns:
+      FID as a Python float (float64 arithmetic).
+    """
+    if not isinstance(reference, FeatureStats):
+        reference = gaussian_statistics(reference)
+    if isinstance(samples, FeatureStats):
+        return frechet_distance(samples.mu, samples.sigma, reference.mu, reference.sigma)
+    f = np.asarray(samples, np.float64)
+    n, d = f.shape
+    if n > d:
+        stats = gaussian_statistics(f)
+        return frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma)
+    mu = f.mean(axis=0)
+    a = f - mu  # [N, D]
+    m = a @ reference.sigma @ a.T / (n - 1)  # [N, N]
+    trace_sqrt = float(np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None))))
+    diff = mu - reference.mu
+    trace_s = float(np.sum(a * a)) / (n - 1)
+    return float(diff @ diff + trace_s + np.trace(reference.sigma) - 2.0 * trace_sqrt)
 
 
 def save_stats(path: str | os.PathLike, stats: FeatureStats) -> None:

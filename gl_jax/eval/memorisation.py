@@ -12,6 +12,8 @@ and above). Scaling by the local spacing makes one threshold usable in dense and
 spirit of the nearest/second-nearest ratio test with threshold 1/3 used to flag copied samples by Yoon
 et al. 2023 ("Diffusion probabilistic models generalize when they fail to memorize") and Gu et al. 2023
 ("On memorization in diffusion models"). Works on pixels, Inception features or N-D points.
+
+Library-only: for researchers' own scripts and notebooks; no config or `--mode eval` report uses it.
 """
 
 from __future__ import annotations

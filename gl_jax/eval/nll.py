@@ -1,4 +1,8 @@
-"""Mean negative log-likelihood of held-out points under a model with an exact log-density."""
+"""Mean negative log-likelihood of held-out points under a model with an exact log-density.
+
+Library-only: for researchers' own scripts and notebooks; no config uses it (`--mode eval` reports
+bits/dim through `Family.bits_per_dim`).
+"""
 
 from __future__ import annotations
 

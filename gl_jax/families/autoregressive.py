@@ -1,10 +1,10 @@
 """Autoregressive transformers over pixels or characters as a model family (exact likelihoods).
 
 Images become sequences of their integer pixel values in raster order (row by row, channels innermost),
-recovered exactly from the pipeline's [-1, 1] images (`to_levels`), with as many classes as the dataset has
-levels (17 for sklearn digits, 256 for 8-bit images; van den Oord et al. 2016, PixelRNN's 256-way
-softmax). Text (`text/<name>` datasets, `gl_jax.data.text`) is a sequence of UTF-8 bytes, 256 classes. The
-loss is the exact NLL, so its value in bits is the test bits/dim directly.
+recovered exactly from the pipeline's [-1, 1] images (`gl_jax.pixels.to_levels`), with as many classes
+as the dataset has levels (17 for sklearn digits, 256 for 8-bit images; van den Oord et al. 2016,
+PixelRNN's 256-way softmax). Text (`text/<name>` datasets, `gl_jax.data.text`) is a sequence of UTF-8
+bytes, 256 classes. The loss is the exact NLL, so its value in bits is the test bits/dim directly.
 
 Sampling runs on device in one `lax.scan` over positions, each step one token for the whole batch with the
 transformer's key/value cache, at a temperature and optionally from the top k classes only (Fan et al.
@@ -21,22 +21,19 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from gl_jax.data.sources import DataSpec
-from gl_jax.families.base import build_module, options_from_config, to_levels
+from gl_jax import pixels
+from gl_jax.families.base import Family
 from gl_jax.losses.autoregressive import nll_to_bits_per_dim, shift_right, token_nll
-from gl_jax.models.transformer import Transformer
 
-__all__ = ["Autoregressive", "AROptions", "MODELS", "sample_logits", "BYTE_VOCAB"]
+__all__ = ["Autoregressive", "AROptions", "sample_logits", "BYTE_VOCAB"]
 
-MODELS = {"transformer": Transformer}
 BYTE_VOCAB = 256
 
 
 @dataclasses.dataclass(frozen=True)
 class AROptions:
-    """`config.ar`.
+    """The autoregressive model's vocabulary and sampling (`config.ar`).
 
     Attributes:
       vocab_size: number of token classes; 0 takes the dataset's pixel levels, or 256 for text (bytes).
@@ -70,7 +67,7 @@ def sample_logits(
 
 
 @dataclasses.dataclass(frozen=True)
-class Autoregressive:
+class Autoregressive(Family):
     """An autoregressive model of token sequences: images as pixel sequences, or text as bytes.
 
     Attributes:
@@ -80,7 +77,8 @@ class Autoregressive:
       vocab_size: V; token V is the begin-of-sequence input.
       image: whether examples are images in [-1, 1] (else token values stored as floats, e.g. text).
       dequantized: whether the pipeline's images carry dequantization noise.
-      temperature, top_k: see `AROptions`.
+      options: the sampling temperature and top-k (`options.vocab_size` is the config's request; the
+        resolved V is `vocab_size`).
     """
 
     model: nn.Module
@@ -88,38 +86,7 @@ class Autoregressive:
     vocab_size: int
     image: bool = True
     dequantized: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-
-    @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict, spec: DataSpec) -> Autoregressive:
-        options = options_from_config(AROptions, config, "ar")
-        image = spec.kind == "image"
-        vocab = options.vocab_size
-        if not vocab:
-            if image:
-                vocab = spec.levels
-            elif spec.name.startswith("text/"):
-                vocab = BYTE_VOCAB
-            else:
-                raise ValueError(
-                    f"Dataset {spec.name!r} holds {spec.kind} data; set config.ar.vocab_size to the number "
-                    "of token values its examples take (stored as floats 0, 1, ..., vocab_size - 1)."
-                )
-        if image and vocab != spec.levels:
-            raise ValueError(
-                f"config.ar.vocab_size={vocab} differs from the {spec.levels} levels of {spec.name!r}."
-            )
-        length = math.prod(spec.shape)
-        return cls(
-            model=build_module(MODELS, config.model, vocab_size=vocab, max_len=length),
-            data_shape=tuple(spec.shape),
-            vocab_size=vocab,
-            image=image,
-            dequantized=config.data.dequantize,
-            temperature=options.temperature,
-            top_k=options.top_k,
-        )
+    options: AROptions = AROptions()
 
     @property
     def length(self) -> int:
@@ -128,7 +95,7 @@ class Autoregressive:
     def tokens(self, x: jax.Array) -> jax.Array:
         """The pipeline's examples `[B, ...]` as token sequences `[B, T]` int32."""
         if self.image:
-            k = to_levels(x, levels=self.vocab_size, dequantized=self.dequantized)
+            k = pixels.to_levels(x, levels=self.vocab_size, dequantized=self.dequantized)
         else:
             k = jnp.clip(jnp.round(x), 0, self.vocab_size - 1).astype(jnp.int32)
         return k.reshape(x.shape[0], -1)
@@ -138,7 +105,7 @@ class Autoregressive:
         shaped = tokens.reshape(tokens.shape[0], *self.data_shape)
         if self.image:
             # XLA may divide by multiplying with the reciprocal, which can overshoot 1 by an ulp.
-            return jnp.clip(2.0 * shaped.astype(jnp.float32) / (self.vocab_size - 1) - 1.0, -1.0, 1.0)
+            return jnp.clip(pixels.to_signed(shaped, levels=self.vocab_size), -1.0, 1.0)
         return shaped.astype(jnp.float32)
 
     def logits(self, params: Any, tokens: jax.Array) -> jax.Array:
@@ -173,7 +140,7 @@ class Autoregressive:
             recomputes the whole prefix each step (O(T^2) per step), the reference the cache must match.
         """
         draw = lambda t, logits: sample_logits(
-            jax.random.fold_in(key, t), logits, temperature=self.temperature, top_k=self.top_k
+            jax.random.fold_in(key, t), logits, temperature=self.options.temperature, top_k=self.options.top_k
         )
         bos = jnp.full((num,), self.vocab_size, jnp.int32)
         if use_cache:

@@ -1,201 +1,102 @@
-"""The family interface, building a family from a config (the one place a family name is looked up), and
-what families share: typed options from a config section, the optional optimizer hook, pixel levels.
+"""The family interface: what the trainer and the evaluator call, declared once with its defaults.
 
-A family may define `optimizer(base) -> optax.GradientTransformation | None` to give groups of its
-parameters their own optimizers (a GAN's two players, a frozen autoencoder). `base(**overrides)` builds the
-config's optimizer (`config.optim`) with some of its options replaced; the trainer passes it, so families
-state what differs per group and never read `config.optim` themselves. `make_family_optimizer` is what the
-trainer calls.
+A family binds networks, an objective and a way of sampling. It is a frozen dataclass (hashable, so its
+bound methods can be compiled with `jax.jit` and closed over) that subclasses `Family` and implements
+`init`, `loss` and `sample`; everything else has a default here, which a family overrides to say what
+more it can do. Nothing outside a family inspects it for attributes.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+import abc
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import optax
 
-from gl_jax.data.sources import DataSpec
+from gl_jax.samplers import SampleResult
 
-__all__ = [
-    "Family",
-    "build_family",
-    "FAMILIES",
-    "options_from_config",
-    "typed_options",
-    "build_module",
-    "make_family_optimizer",
-    "to_levels",
-]
+__all__ = ["Family", "Sampler"]
 
-T = TypeVar("T")
+# A sampler with everything but the score bound: `sampler(key, score_fn, sde, shape) -> SampleResult`,
+# e.g. `functools.partial(gl_jax.samplers.ddim, steps=50, eta=0.0)`.
+Sampler = Callable[..., SampleResult]
 
 
-class Family(Protocol):
-    """What the trainer needs from a model family."""
+class Family(abc.ABC):
+    """A model family.
 
+    Attributes:
+      takes_samplers: whether `with_sampler` gives the family another sampler (the diffusion families);
+        `--mode eval` compares sampler settings only for such a family.
+      reports_bits_per_dim: whether `bits_per_dim` is implemented (test-set likelihood in `--mode eval`).
+    """
+
+    takes_samplers: ClassVar[bool] = False
+    reports_bits_per_dim: ClassVar[bool] = False
+
+    @abc.abstractmethod
     def init(self, key: jax.Array) -> Any:
-        """Initial parameters."""
+        """The initial parameter tree; several networks are groups of one tree."""
 
+    @abc.abstractmethod
     def loss(self, params: Any, batch: dict, keys: jax.Array) -> tuple[jax.Array, dict]:
-        """Batch-mean loss and metrics; `keys` are `[B]` per-example PRNG keys."""
+        """The batch-mean loss and scalar metrics.
 
+        Args:
+          params: the parameter tree.
+          batch: the pipeline's batch, `{"x": [B, ...]}` (and `"label": [B]` for labelled data).
+          keys: `[B]` per-example PRNG keys: every example's randomness comes from its own key, so the step
+            computes the same numbers however the batch is split over devices or micro-batches.
+        """
+
+    @abc.abstractmethod
     def sample(self, params: Any, key: jax.Array, num: int) -> jax.Array:
-        """`num` samples shaped like the data, in the data's range."""
+        """`num` samples `[num, *data_shape]` in the data's range (`num` static under `jax.jit`)."""
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the family models the data given class labels (`batch["label"]`)."""
+        return False
 
-def _family_builders() -> dict[str, Callable[[ml_collections.ConfigDict, DataSpec], Family]]:
-    # Imported here: the family modules import this one.
-    from gl_jax.families.autoregressive import Autoregressive
-    from gl_jax.families.diffusion import ScoreDiffusion
-    from gl_jax.families.gan import GAN
-    from gl_jax.families.latent import LatentDiffusion
-    from gl_jax.families.vae import VAE
+    def optimizer(self, base: Callable[..., optax.GradientTransformation]) -> optax.GradientTransformation:
+        """The optimizer of the whole parameter tree.
 
-    return {
-        "score": ScoreDiffusion.from_config,
-        "gan": GAN.from_config,
-        "vae": VAE.from_config,
-        "autoregressive": Autoregressive.from_config,
-        "latent": LatentDiffusion.from_config,
-    }
+        The default is the config's optimizer, `base()`. A family whose parameter groups need their own
+        optimizers (a GAN's two players, a frozen autoencoder) returns an `optax.multi_transform`.
 
+        Args:
+          base: `base(**overrides)` builds the config's optimizer (`config.optim`) with some options
+            replaced, so a family states only what differs per group.
+        """
+        return base()
 
-FAMILIES = ("score", "gan", "vae", "autoregressive", "latent")
+    def sample_counted(self, params: Any, key: jax.Array, num: int) -> SampleResult:
+        """`sample` and the number of network evaluations it took (`nfe`; None where not counted)."""
+        return SampleResult(self.sample(params, key, num), None)
 
+    def with_sampler(self, sampler: Sampler, *, threshold: str) -> Family:
+        """This family sampling with `sampler` (and `threshold`, see `gl_jax.samplers.thresholding`).
 
-def build_family(config: ml_collections.ConfigDict, spec: DataSpec) -> Family:
-    """Builds `config.family` for data described by `spec`."""
-    families = _family_builders()
-    if config.family not in families:
-        near = difflib.get_close_matches(config.family, families, n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise ValueError(f"Unknown family {config.family!r}; choose one of {sorted(families)}.{hint}")
-    return families[config.family](config, spec)
+        Raises:
+          ValueError: the family samples one way only (the default).
+        """
+        raise ValueError(f"{type(self).__name__} samples one way only; it takes no sampler settings.")
 
+    def bits_per_dim(
+        self, params: Any, key: jax.Array, x: jax.Array, labels: jax.Array | None, **options: Any
+    ) -> tuple[jax.Array, jax.Array]:
+        """Per-example bits/dim `[B]` of data `x` (integer levels for images) and the NFE it took.
 
-def make_family_optimizer(
-    family: Any, base: Callable[..., optax.GradientTransformation]
-) -> optax.GradientTransformation:
-    """The family's optimizer when it defines one (`family.optimizer(base)` not None), else `base()`.
+        Args:
+          params: the parameters to evaluate.
+          key: PRNG key (dequantization, trace probes).
+          x: `[B, ...]` test examples as the dataset stores them.
+          labels: `[B]` labels for class-conditional models, else None.
+          **options: the likelihood estimator's options (`config.eval.bpd_*`).
 
-    Args:
-      family: a built family.
-      base: `base(**overrides)` builds the config's optimizer with some options replaced, e.g.
-        `functools.partial(make_optimizer, **config.optim, total_steps=num_steps)`.
-    """
-    hook = getattr(family, "optimizer", None)
-    tx = hook(base) if hook is not None else None
-    return base() if tx is None else tx
-
-
-def _plain(value: Any) -> Any:
-    """ConfigDicts to dicts and lists to tuples, so typed fields get hashable, immutable values."""
-    if isinstance(value, ml_collections.ConfigDict | ml_collections.FrozenConfigDict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return tuple(_plain(v) for v in value)
-    return value
-
-
-def _check_keys(keys: Any, allowed: list[str], where: str, what: str) -> None:
-    for key in keys:
-        if key not in allowed:
-            near = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"; did you mean '{where}.{near[0]}'?" if near else ""
-            raise ValueError(
-                f"Unknown config key '{where}.{key}' for {what}{hint} Valid keys: {sorted(allowed)}."
-            )
-
-
-def _init_fields(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")]
-
-
-def typed_options(cls: type[T], options: Mapping[str, Any], *, where: str) -> T:
-    """`cls(**options)` for a dataclass `cls`, naming an unknown key and the nearest valid one.
-
-    Args:
-      cls: a (frozen) dataclass of options.
-      options: the options (a ConfigDict or a mapping).
-      where: the options' place in the config, for error messages, e.g. "config.gan".
-    """
-    options = _plain(options)
-    _check_keys(options, _init_fields(cls), where, cls.__name__)
-    return cls(**options)
-
-
-def options_from_config(cls: type[T], config: ml_collections.ConfigDict, section: str) -> T:
-    """`typed_options(cls, config[section])`; the section is one an experiment file creates.
-
-    Raises:
-      ValueError: the section is missing or has a key `cls` does not know.
-    """
-    if section not in config:
-        raise ValueError(
-            f"config.{section} is missing: family {config.family!r} reads its options from it "
-            f"(valid keys: {sorted(_init_fields(cls))}); see the experiments/*_{section}.py files."
-        )
-    return typed_options(cls, config[section], where=f"config.{section}")
-
-
-def build_module(
-    models: Mapping[str, type], options: Mapping[str, Any], *, section: str = "config.model", **fixed: Any
-) -> Any:
-    """`models[options["name"]](**options, **fixed)`, with the nearest valid name or key in errors.
-
-    A class with a `VARIANTS` table and `from_variant` also takes the option `variant` (a named size; the
-    other options override it).
-
-    Args:
-      models: names to flax module classes.
-      options: the config section, with a `name` entry.
-      section: where the options live, for error messages.
-      **fixed: fields the family sets from the data (e.g. the image shape), not from the config.
-    """
-    options = dict(_plain(options))
-    name = options.pop("name", None)
-    if name not in models:
-        near = difflib.get_close_matches(str(name), models, n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise ValueError(f"Unknown {section}.name {name!r}; choose one of {sorted(models)}.{hint}")
-    cls = models[name]
-    variants = getattr(cls, "VARIANTS", None)
-    allowed = [k for k in _init_fields(cls) if k not in fixed] + (["variant"] if variants else [])
-    _check_keys(options, allowed, section, f"model {name!r}")
-    variant = options.pop("variant", None)
-    if variant is None:
-        return cls(**options, **fixed)
-    if variant not in variants:
-        near = difflib.get_close_matches(variant, variants, n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise ValueError(
-            f"Unknown variant {variant!r} of model {name!r}; choose one of {sorted(variants)}.{hint}"
-        )
-    return cls(**{**variants[variant], **options, **fixed})
-
-
-def to_levels(x: jax.Array, *, levels: int, dequantized: bool) -> jax.Array:
-    """The integer pixel values k in {0, ..., levels - 1} behind the pipeline's images in [-1, 1], `int32`.
-
-    Inverts `gl_jax.data.pipeline.preprocess_images`: without dequantization x = 2 k / (levels - 1) - 1,
-    so k = round((x + 1) (levels - 1) / 2); with it x = 2 (k + u) / levels - 1, u in [0, 1), so
-    k = floor((x + 1) levels / 2). Both are exact in float32 for levels <= 2^16.
-
-    Args:
-      x: images in [-1, 1], any shape.
-      levels: number of pixel levels (17 for sklearn digits, 256 for 8-bit images).
-      dequantized: whether the pipeline added uniform noise (`config.data.dequantize`).
-    """
-    if dequantized:
-        k = jnp.floor((x + 1.0) * (levels / 2.0))
-    else:
-        k = jnp.round((x + 1.0) * ((levels - 1) / 2.0))
-    return jnp.clip(k, 0, levels - 1).astype(jnp.int32)
+        Raises:
+          NotImplementedError: the family reports no likelihood (`reports_bits_per_dim` is False).
+        """
+        raise NotImplementedError(f"{type(self).__name__} reports no bits/dim.")

@@ -9,43 +9,33 @@ and the sampler.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import inspect
-from typing import Any
+import functools
+import math
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from gl_jax.data.sources import DataSpec
-from gl_jax.losses.score import TIME_SAMPLINGS, WEIGHTINGS, denoising_score_matching
-from gl_jax.models.registry import build_model
+from gl_jax import likelihood
+from gl_jax.families.base import Family, Sampler
+from gl_jax.losses.score import (
+    Sigma2Weighting,
+    TimeSampling,
+    UniformTimes,
+    Weighting,
+    denoising_score_matching,
+)
 from gl_jax.parametrization import PREDICTIONS, convert
-from gl_jax.samplers import SAMPLERS, SampleResult
+from gl_jax.samplers import SampleResult, euler_maruyama
 from gl_jax.samplers.conditional import guided_score
 from gl_jax.samplers.thresholding import THRESHOLDS, thresholded_score
-from gl_jax.sde import (
-    EDMSDE,
-    VESDE,
-    VPSDE,
-    DiscreteDDPM,
-    GaussianDiffusion,
-    RectifiedFlow,
-    SubVPSDE,
-    broadcast_to_data,
-)
+from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
-__all__ = ["ScoreDiffusion", "SDES", "NOISE_CONDITIONS", "build_sde"]
+__all__ = ["ScoreDiffusion", "NOISE_CONDITIONS", "DEFAULT_SAMPLER"]
 
-SDES = {
-    "vp": VPSDE,
-    "subvp": SubVPSDE,
-    "ve": VESDE,
-    "edm": EDMSDE,
-    "rectified_flow": RectifiedFlow,
-    "ddpm": DiscreteDDPM,
-}
+# Euler-Maruyama with 500 steps (one object, so two default families compare equal).
+DEFAULT_SAMPLER = functools.partial(euler_maruyama, steps=500)
 
 
 def _sigma_over_alpha(sde: GaussianDiffusion, t: jax.Array) -> jax.Array:
@@ -65,18 +55,6 @@ NOISE_CONDITIONS = {
 }
 
 
-def build_sde(name: str, options: dict) -> GaussianDiffusion:
-    """`SDES[name](**options)` with clear errors for unknown names and options."""
-    if name not in SDES:
-        near = difflib.get_close_matches(name, SDES, n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise ValueError(f"Unknown SDE {name!r}; choose one of {sorted(SDES)}.{hint}")
-    try:
-        return SDES[name](**options)
-    except TypeError as e:
-        raise ValueError(f"Bad config.sde options for {name!r}: {e}") from None
-
-
 def _model_attr(model: nn.Module, name: str, default: Any) -> Any:
     """An attribute of the network, or of the network a wrapper (e.g. `EDMPrecond`) holds as `net`."""
     if hasattr(model, name):
@@ -85,7 +63,7 @@ def _model_attr(model: nn.Module, name: str, default: Any) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
-class ScoreDiffusion:
+class ScoreDiffusion(Family):
     """A diffusion model: a network's prediction (eps, x0, v or score) defines the score of every x_t.
 
     Attributes:
@@ -99,14 +77,18 @@ class ScoreDiffusion:
       noise_cond: the network's conditioning input, a key of `NOISE_CONDITIONS`.
       guidance: classifier-free guidance weight w for sampling class-conditional models (1: the plain
         conditional score; 0: unconditional; > 1: guided, Ho & Salimans 2022).
-      weighting, time_sampling, reduce: options of `denoising_score_matching`.
-      sampler: a name in `gl_jax.samplers.SAMPLERS`.
-      sample_steps: number of sampler steps.
-      sample_options: the sampler's keyword options as `(name, value)` pairs (hashable, so the family
-        can be a static argument of `jax.jit`).
+      weighting, time_sampling, reduce: options of `denoising_score_matching` (the weighting and time
+        sampling as objects of `gl_jax.losses.score`, e.g. `EDMWeighting()`, `LogNormalTimes()`).
+      sampler: the sampler with its steps and options bound, `sampler(key, score_fn, sde, shape)`, e.g.
+        `functools.partial(gl_jax.samplers.ddim, steps=50)`.
       threshold: thresholding of the denoised estimate while sampling, "none", "static" or "dynamic"
         (`gl_jax.samplers.thresholding`; for data scaled to [-1, 1]).
+      pixel_levels: the integer levels of image data (test bits/dim dequantize them), None for
+        continuous data.
     """
+
+    takes_samplers: ClassVar[bool] = True
+    reports_bits_per_dim: ClassVar[bool] = True
 
     model: nn.Module
     sde: GaussianDiffusion
@@ -114,13 +96,12 @@ class ScoreDiffusion:
     prediction: str = "eps"
     noise_cond: str = "t"
     guidance: float = 1.0
-    weighting: str = "sigma2"
-    time_sampling: str = "uniform"
+    weighting: Weighting = Sigma2Weighting()
+    time_sampling: TimeSampling = UniformTimes()
     reduce: str = "mean"
-    sampler: str = "euler_maruyama"
-    sample_steps: int = 500
-    sample_options: tuple[tuple[str, Any], ...] = ()
+    sampler: Sampler = dataclasses.field(default_factory=lambda: DEFAULT_SAMPLER)
     threshold: str = "none"
+    pixel_levels: int | None = None
 
     def __post_init__(self):
         if self.prediction not in PREDICTIONS:
@@ -130,56 +111,7 @@ class ScoreDiffusion:
                 f"Unknown noise_cond {self.noise_cond!r}; choose one of {sorted(NOISE_CONDITIONS)}."
             )
         if self.threshold not in THRESHOLDS:
-            raise ValueError(f"Unknown threshold {self.threshold!r}; choose one of {THRESHOLDS}.")
-
-    @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict, spec: DataSpec) -> ScoreDiffusion:
-        model_options = dict(config.model)
-        model = build_model(model_options.pop("name"), model_options)
-        if config.sample.sampler not in SAMPLERS:
-            raise ValueError(f"Unknown sampler {config.sample.sampler!r}; choose one of {sorted(SAMPLERS)}.")
-        options = dict(config.sample.options)
-        accepted = [
-            p.name
-            for p in inspect.signature(SAMPLERS[config.sample.sampler]).parameters.values()
-            if p.kind == p.KEYWORD_ONLY and p.name not in ("steps", "x_init")
-        ]
-        for name in options:
-            if name not in accepted:
-                near = difflib.get_close_matches(name, accepted, n=1)
-                hint = f" Did you mean {near[0]!r}?" if near else ""
-                raise ValueError(
-                    f"Unknown config key 'config.sample.options.{name}' for sampler "
-                    f"{config.sample.sampler!r}.{hint} Valid keys: {sorted(accepted)}."
-                )
-        if config.sample.threshold != "none" and spec.kind != "image":
-            raise ValueError(
-                f"config.sample.threshold={config.sample.threshold!r} keeps samples in the image range "
-                f"[-1, 1]; dataset {spec.name!r} is not images, so set config.sample.threshold='none'."
-            )
-        num_classes = _model_attr(model, "num_classes", 0)
-        if num_classes and spec.num_classes is None:
-            raise ValueError(
-                f"config.model asks for {num_classes} classes but dataset {spec.name!r} has no labels; "
-                "set config.model.num_classes=0."
-            )
-        return cls(
-            model=model,
-            sde=build_sde(config.sde.name, {k: v for k, v in config.sde.items() if k != "name"}),
-            data_shape=tuple(spec.shape),
-            prediction=config.loss.prediction,
-            noise_cond=config.loss.noise_cond,
-            guidance=config.sample.guidance,
-            weighting=config.loss.weighting,
-            time_sampling=config.loss.time_sampling,
-            reduce=config.loss.reduce,
-            sampler=config.sample.sampler,
-            sample_steps=config.sample.steps,
-            sample_options=tuple(
-                sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items())
-            ),
-            threshold=config.sample.threshold,
-        )
+            raise ValueError(f"Unknown threshold {self.threshold!r}; choose one of {list(THRESHOLDS)}.")
 
     @property
     def num_classes(self) -> int:
@@ -244,49 +176,22 @@ class ScoreDiffusion:
             model_fn,
             self.sde,
             x,
-            weighting=WEIGHTINGS[self.weighting](),
+            weighting=self.weighting,
             prediction=self.prediction,
-            time_sampling=TIME_SAMPLINGS[self.time_sampling](),
+            time_sampling=self.time_sampling,
             reduce=self.reduce,
         )
 
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
     def sample(self, params: Any, key: jax.Array, num: int) -> jax.Array:
         """`num` samples; a class-conditional model gets labels 0, 1, ..., cycling, one class per row."""
-        result = self.sample_with(
-            params, key, num, sampler=self.sampler, steps=self.sample_steps, options=self.sample_options
-        )
-        return result.x
+        return self.sample_counted(params, key, num).x
 
-    def sample_with(
-        self,
-        params: Any,
-        key: jax.Array,
-        num: int,
-        *,
-        sampler: str,
-        steps: int,
-        options: tuple[tuple[str, Any], ...] = (),
-        threshold: str | None = None,
-    ) -> SampleResult:
-        """`num` samples from a given sampler, with the number of score evaluations it used.
-
-        The same model and labels as `sample` (which uses the config's sampler), for comparing samplers on
-        one checkpoint (`--mode eval`).
-
-        Args:
-          params: network parameters.
-          key: PRNG key.
-          num: number of samples (static under `jax.jit`).
-          sampler: a name in `gl_jax.samplers.SAMPLERS`.
-          steps: the sampler's `steps`.
-          options: the sampler's other keyword options as `(name, value)` pairs (hashable, so they can be
-            bound before `jax.jit`).
-          threshold: thresholding of the denoised estimate ("none", "static", "dynamic"); None: the
-            family's `threshold`.
-
-        Returns:
-          `SampleResult(x [num, *data_shape], nfe)`; nfe counts evaluations of the guided score as one.
-        """
+    def sample_counted(self, params: Any, key: jax.Array, num: int) -> SampleResult:
+        """`num` samples and the number of score evaluations (a guided score counts as one)."""
         if self.num_classes:
             labels = jnp.arange(num) % self.num_classes  # [num]
             if self.guidance == 1.0:
@@ -298,7 +203,36 @@ class ScoreDiffusion:
                 )
         else:
             score = self.score_fn(params)
-        threshold = self.threshold if threshold is None else threshold
-        score = thresholded_score(score, self.sde, method=threshold)
-        shape = (num, *self.data_shape)
-        return SAMPLERS[sampler](key, score, self.sde, shape, steps=steps, **dict(options))
+        score = thresholded_score(score, self.sde, method=self.threshold)
+        return self.sampler(key, score, self.sde, (num, *self.data_shape))
+
+    def with_sampler(self, sampler: Sampler, *, threshold: str) -> ScoreDiffusion:
+        """The same model sampling with `sampler` and `threshold` (e.g. an eval setting)."""
+        return dataclasses.replace(self, sampler=sampler, threshold=threshold)
+
+    def bits_per_dim(
+        self, params: Any, key: jax.Array, x: jax.Array, labels: jax.Array | None, **options: Any
+    ) -> tuple[jax.Array, jax.Array]:
+        """Bits/dim `[B]` of test data by the probability-flow ODE (Song et al. 2021, sec. 4.3), and its NFE.
+
+        Image data (integer levels) is uniformly dequantized first, x = 2 (k + u) / L - 1 (Theis et al.
+        2016), and the discrete likelihood's offset log2(L / 2) added; continuous data gets -log2 p / D.
+
+        Args:
+          params: network parameters.
+          key: PRNG key (dequantization noise, trace probes).
+          x: `[B, *data_shape]` integer levels (images) or floats.
+          labels: `[B]` labels of a class-conditional model (log p(x | label)), else None.
+          **options: `gl_jax.likelihood.ode_log_likelihood`'s options (trace, rtol, atol).
+        """
+        key_u, key_probe = jax.random.split(key)
+        if self.pixel_levels:
+            x = likelihood.uniform_dequantize(key_u, x, levels=self.pixel_levels)
+        score = self.score_fn(params, labels if self.num_classes else None)
+        result = likelihood.ode_log_likelihood(key_probe, score, self.sde, x.astype(jnp.float32), **options)
+        num_dims = math.prod(self.data_shape)
+        if self.pixel_levels:
+            bpd = likelihood.bits_per_dim(result.logp, num_dims=num_dims, levels=self.pixel_levels)
+        else:
+            bpd = likelihood.bits_per_dim(result.logp, num_dims=num_dims, offset=0.0)
+        return bpd, result.nfe

@@ -31,60 +31,29 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
-from gl_jax.data.sources import DataSpec
-from gl_jax.families.base import build_module, options_from_config
+from gl_jax.families.base import Family
 from gl_jax.losses.gan import GAN_LOSSES, discriminator_loss, generator_loss, gradient_penalty, r1_penalty
-from gl_jax.models.dcgan import DCGAN
 
-__all__ = ["GAN", "GANOptions", "MODELS"]
-
-MODELS = {"dcgan": DCGAN}
+__all__ = ["GAN", "GANOptions"]
 
 sg = jax.lax.stop_gradient
 
 
 @dataclasses.dataclass(frozen=True)
 class GANOptions:
-    """`config.gan`: the objective and the players' optimizers.
+    """The GAN's objective and its players' optimizers (`config.gan`).
 
     Attributes:
       objective: the GAN loss, one of `gl_jax.losses.gan.GAN_LOSSES`.
       r1_weight: gamma of the R1 penalty gamma / 2 E ||grad D(x)||^2 (Mescheder et al. 2018; 0: off).
       gp_weight: lambda of WGAN-GP's gradient penalty (Gulrajani et al. 2017 use 10; 0: off).
       n_critic: discriminator steps per generator step (see the module docstring).
-      generator_optim, discriminator_optim: `config.optim` options replaced for that player, e.g.
-        `{"lr": 2e-4, "b1": 0.5}` (DCGAN's Adam, Radford et al. 2016).
+      generator_optim, discriminator_optim: `(option, value)` pairs replacing options of the base
+        optimizer for that player, e.g. `(("b1", 0.5), ("lr", 2e-4))` (DCGAN's Adam, Radford et al. 2016).
     """
 
-    objective: str = "non_saturating"
-    r1_weight: float = 0.0
-    gp_weight: float = 0.0
-    n_critic: int = 1
-    generator_optim: dict = dataclasses.field(default_factory=dict)
-    discriminator_optim: dict = dataclasses.field(default_factory=dict)
-
-
-def _frozen(options: dict) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted(options.items()))
-
-
-@dataclasses.dataclass(frozen=True)
-class GAN:
-    """A GAN: `model.generate(z)` and `model.discriminate(x, update_stats=...)` over one parameter tree.
-
-    Attributes:
-      model: a module with `generate`, `discriminate` and `latent_dim`, whose `init(key, z)` creates
-        `params` {"generator", "discriminator"} (and `batch_stats` for spectral normalisation), e.g. `DCGAN`.
-      data_shape: shape of one example.
-      objective, r1_weight, gp_weight, n_critic: see `GANOptions`.
-      generator_optim, discriminator_optim: `(option, value)` pairs replacing `config.optim` entries.
-    """
-
-    model: nn.Module
-    data_shape: tuple[int, ...]
     objective: str = "non_saturating"
     r1_weight: float = 0.0
     gp_weight: float = 0.0
@@ -94,33 +63,25 @@ class GAN:
 
     def __post_init__(self):
         if self.objective not in GAN_LOSSES:
-            raise ValueError(f"Unknown config.gan.objective {self.objective!r}; choose one of {GAN_LOSSES}.")
+            raise ValueError(f"Unknown GAN objective {self.objective!r}; choose one of {GAN_LOSSES}.")
         if self.n_critic < 1:
-            raise ValueError(f"config.gan.n_critic must be >= 1, got {self.n_critic}.")
+            raise ValueError(f"n_critic must be >= 1, got {self.n_critic}.")
 
-    @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict, spec: DataSpec) -> GAN:
-        options = options_from_config(GANOptions, config, "gan")
-        if spec.kind != "image":
-            raise ValueError(f"The GAN family models images; dataset {spec.name!r} has {spec.kind} data.")
-        allowed = [k for k in config.optim if k != "grad_accum_steps"]
-        for player in ("generator_optim", "discriminator_optim"):
-            for key in getattr(options, player):
-                if key not in allowed:
-                    raise ValueError(
-                        f"Unknown config key 'config.gan.{player}.{key}': it replaces a config.optim "
-                        f"option, one of {sorted(allowed)}."
-                    )
-        return cls(
-            model=build_module(MODELS, config.model, image_shape=tuple(spec.shape)),
-            data_shape=tuple(spec.shape),
-            objective=options.objective,
-            r1_weight=options.r1_weight,
-            gp_weight=options.gp_weight,
-            n_critic=options.n_critic,
-            generator_optim=_frozen(options.generator_optim),
-            discriminator_optim=_frozen(options.discriminator_optim),
-        )
+
+@dataclasses.dataclass(frozen=True)
+class GAN(Family):
+    """A GAN: `model.generate(z)` and `model.discriminate(x, update_stats=...)` over one parameter tree.
+
+    Attributes:
+      model: a module with `generate`, `discriminate` and `latent_dim`, whose `init(key, z)` creates
+        `params` {"generator", "discriminator"} (and `batch_stats` for spectral normalisation), e.g. `DCGAN`.
+      data_shape: shape of one example.
+      options: the objective, penalties and per-player optimizer options.
+    """
+
+    model: nn.Module
+    data_shape: tuple[int, ...]
+    options: GANOptions = GANOptions()
 
     # --- The players. ---
 
@@ -178,22 +139,22 @@ class GAN:
         # 1. The discriminator's objective: its parameters; the samples are held fixed.
         real_logits, new_spectral = self.discriminate(d, spectral, x, update_stats=True)  # [B]
         fake_logits, _ = self.discriminate(d, spectral, sg(fake))  # [B]
-        loss_d = discriminator_loss(real_logits, fake_logits, loss=self.objective)  # [B]
+        loss_d = discriminator_loss(real_logits, fake_logits, loss=self.options.objective)  # [B]
         critic: Callable[[jax.Array], jax.Array] = lambda y: self.discriminate(d, spectral, y)[0]
         metrics = {}
-        if self.r1_weight:
+        if self.options.r1_weight:
             r1 = r1_penalty(critic, x)  # [B]
-            loss_d = loss_d + 0.5 * self.r1_weight * r1
+            loss_d = loss_d + 0.5 * self.options.r1_weight * r1
             metrics["r1"] = jnp.mean(r1)
-        if self.gp_weight:
+        if self.options.gp_weight:
             eps = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1), ()))(keys)  # [B]
             gp = gradient_penalty(critic, x, sg(fake), eps)  # [B]
-            loss_d = loss_d + self.gp_weight * gp
+            loss_d = loss_d + self.options.gp_weight * gp
             metrics["gradient_penalty"] = jnp.mean(gp)
 
         # 2. The generator's objective: its parameters; the discriminator is held fixed.
         g_logits, _ = self.discriminate(sg(d), spectral, fake)  # [B]
-        loss_g = generator_loss(g_logits, loss=self.objective)  # [B]
+        loss_g = generator_loss(g_logits, loss=self.options.objective)  # [B]
 
         total = jnp.mean(loss_d) + jnp.mean(loss_g)
         if spectral is not None:
@@ -217,14 +178,16 @@ class GAN:
         """One optimizer per player (`optax.multi_transform`), and SGD at rate 1 for the spectral state.
 
         Args:
-          base: `base(**overrides)` builds `config.optim`'s optimizer with `overrides` replaced.
+          base: `base(**overrides)` builds the base optimizer with `overrides` replaced.
         """
-        generator = base(**dict(self.generator_optim))
-        if self.n_critic > 1:
-            generator = optax.MultiSteps(generator, every_k_schedule=self.n_critic).gradient_transformation()
+        generator = base(**dict(self.options.generator_optim))
+        if self.options.n_critic > 1:
+            generator = optax.MultiSteps(
+                generator, every_k_schedule=self.options.n_critic
+            ).gradient_transformation()
         transforms = {
             "generator": generator,
-            "discriminator": base(**dict(self.discriminator_optim)),
+            "discriminator": base(**dict(self.options.discriminator_optim)),
             "spectral": optax.sgd(1.0),
         }
 

@@ -1,7 +1,7 @@
 """Latent diffusion (Rombach et al. 2022): score-based diffusion on the latents of a trained VAE.
 
-The VAE comes from a checkpoint that `gl_jax.train.checkpoint.Checkpointer` wrote for a run of the `vae`
-family (its `params` or `ema_params`), rebuilt from the same model and `vae` options. The family composes
+The VAE comes from a checkpoint of a run of the `vae` family (its `params` or `ema_params`, read by
+`gl_jax.train.saved_params.load_params`), rebuilt from the same model and `vae` options. The family composes
 the two existing ones: `VAE.encode` maps a batch to latents z = scale * (a sample of q(z|x), or its mean),
 `ScoreDiffusion.loss` trains a network on them, and sampling runs `ScoreDiffusion.sample` in latent space
 and decodes with `VAE.decode_mean`.
@@ -20,129 +20,42 @@ scaled latents, which should be near 1.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 import optax
 
-from gl_jax.data.sources import DataSpec
-from gl_jax.families.base import options_from_config, typed_options
+from gl_jax.families.base import Family
 from gl_jax.families.diffusion import ScoreDiffusion
-from gl_jax.families.vae import VAE, VAEOptions
+from gl_jax.families.vae import VAE
 
-__all__ = ["LatentDiffusion", "LatentOptions", "load_params", "find_checkpoint"]
+__all__ = ["LatentDiffusion", "LatentOptions", "ENCODINGS"]
+
+ENCODINGS = ("sample", "mean")
 
 sg = jax.lax.stop_gradient
 
 
 @dataclasses.dataclass(frozen=True)
 class LatentOptions:
-    """`config.latent`.
+    """How images become the latents the diffusion model learns.
 
     Attributes:
-      vae_checkpoint: the VAE run's workdir, its `checkpoints` folder, or one step folder in it.
-      vae_model: the VAE run's `config.model` (the autoencoder must be rebuilt exactly).
-      vae: the VAE run's `config.vae`.
-      vae_step: the checkpoint step to read (-1: the latest).
-      vae_use_ema: read the EMA parameters (else the raw ones).
-      allow_random_vae: with no `vae_checkpoint`, use a randomly initialised VAE (smoke runs only).
       encode: "sample" (z ~ q(z|x), as Rombach et al.) or "mean" (the posterior mean).
       scale: latents are multiplied by this before diffusion (and divided after sampling).
     """
 
-    vae_checkpoint: str = ""
-    vae_model: dict = dataclasses.field(default_factory=dict)
-    vae: dict = dataclasses.field(default_factory=dict)
-    vae_step: int = -1
-    vae_use_ema: bool = True
-    allow_random_vae: bool = False
     encode: str = "sample"
     scale: float = 1.0
 
-
-def find_checkpoint(path: str, *, step: int = -1) -> str:
-    """The `state` folder of a checkpoint: `path` is a workdir, its `checkpoints` folder or a step folder.
-
-    Raises:
-      FileNotFoundError: no checkpoint there (or not of that step), naming what was looked for.
-    """
-    path = os.path.abspath(os.path.expanduser(path))
-    if os.path.isdir(os.path.join(path, "state")):
-        return os.path.join(path, "state")
-    folder = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
-    steps = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
-    if not steps:
-        raise FileNotFoundError(
-            f"No checkpoint in {folder}: config.latent.vae_checkpoint must name the workdir of a trained "
-            "VAE run (train one with the matching experiments/*_vae.py first)."
-        )
-    chosen = steps[-1] if step < 0 else step
-    if chosen not in steps:
-        raise FileNotFoundError(f"No checkpoint of step {chosen} in {folder}; it has steps {steps}.")
-    return os.path.join(folder, str(chosen), "state")
-
-
-def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-    return {
-        "/".join(str(getattr(k, "key", k)) for k in path): tuple(np.shape(leaf))
-        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
-    }
-
-
-def load_params(path: str, target: Any, *, step: int = -1, use_ema: bool = True) -> Any:
-    """Parameters of a run from a checkpoint `Checkpointer` wrote, checked against `target`'s structure.
-
-    Only the `params` or `ema_params` entry of the saved train state is used, so the optimizer that wrote
-    the checkpoint does not matter.
-
-    Args:
-      path: see `find_checkpoint`.
-      target: a tree of the expected arrays (or `jax.ShapeDtypeStruct`s), e.g. `jax.eval_shape(init, key)`.
-      step: checkpoint step (-1: the latest).
-      use_ema: read `ema_params` (else `params`).
-
-    Returns:
-      The parameters as NumPy arrays, in `target`'s structure.
-
-    Raises:
-      FileNotFoundError: no checkpoint (see `find_checkpoint`).
-      ValueError: the checkpoint holds other parameter names or shapes than `target`, or its files do not
-        match their checksums.
-    """
-    import orbax.checkpoint as ocp  # Only latent runs read other runs' checkpoints.
-
-    from gl_jax.train import integrity
-
-    state_dir = find_checkpoint(path, step=step)
-    if problem := integrity.verify(os.path.dirname(state_dir)):
-        raise ValueError(
-            f"The VAE checkpoint {os.path.dirname(state_dir)} is corrupt ({problem}); name another step with "
-            "config.latent.vae_step, or train the VAE again."
-        )
-    restored = ocp.StandardCheckpointer().restore(state_dir)
-    entry = "ema_params" if use_ema else "params"
-    params = jax.tree.map(np.asarray, restored[entry])
-    saved, wanted = _shapes(params), _shapes(target)
-    if saved != wanted:
-        diff = sorted(set(saved) ^ set(wanted))
-        if diff:
-            detail = f"'{diff[0]}' is in one and not the other"
-        else:
-            name = next(k for k in sorted(wanted) if saved[k] != wanted[k])
-            detail = f"'{name}' has shape {saved[name]} there and {wanted[name]} here"
-        raise ValueError(
-            f"The checkpoint {state_dir} does not hold this VAE ({detail}); set config.latent.vae_model and "
-            "config.latent.vae to the config.model and config.vae of the run that wrote it."
-        )
-    return jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(params))
+    def __post_init__(self):
+        if self.encode not in ENCODINGS:
+            raise ValueError(f"Unknown encoding {self.encode!r}; choose one of {ENCODINGS}.")
 
 
 @dataclasses.dataclass(frozen=True)
-class LatentDiffusion:
+class LatentDiffusion(Family):
     """Diffusion on the latents of a VAE.
 
     Attributes:
@@ -150,73 +63,27 @@ class LatentDiffusion:
       diffusion: the diffusion family over latents shaped `vae.latent_shape`.
       vae_params: the trained VAE's parameters (NumPy arrays), or None for a random VAE (smoke runs).
         Not compared or hashed: a family is identified by its configuration.
-      encode: "sample" or "mean", see `LatentOptions`.
-      scale: see `LatentOptions`.
+      options: see `LatentOptions`.
     """
 
     vae: VAE
     diffusion: ScoreDiffusion
     vae_params: Any = dataclasses.field(default=None, compare=False, repr=False)
-    encode: str = "sample"
-    scale: float = 1.0
-
-    def __post_init__(self):
-        if self.encode not in ("sample", "mean"):
-            raise ValueError(f"config.latent.encode must be 'sample' or 'mean', got {self.encode!r}.")
-
-    @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict, spec: DataSpec) -> LatentDiffusion:
-        options = options_from_config(LatentOptions, config, "latent")
-        if spec.kind != "image":
-            raise ValueError(f"Latent diffusion needs images; dataset {spec.name!r} has {spec.kind} data.")
-        vae = VAE.build(
-            options.vae_model,
-            typed_options(VAEOptions, options.vae, where="config.latent.vae"),
-            spec,
-            dequantized=config.data.dequantize,
-            section="config.latent.vae_model",
-        )
-        latent_spec = DataSpec(
-            name=f"latents of {spec.name}",
-            kind="image",
-            shape=vae.latent_shape,
-            levels=None,
-            num_classes=None,
-            split_sizes=spec.split_sizes,
-        )
-        if options.vae_checkpoint:
-            target = jax.eval_shape(vae.init, jax.random.key(0))
-            vae_params = load_params(
-                options.vae_checkpoint, target, step=options.vae_step, use_ema=options.vae_use_ema
-            )
-        elif options.allow_random_vae:
-            vae_params = None
-        else:
-            raise ValueError(
-                "config.latent.vae_checkpoint is empty: name the workdir of a trained VAE run (or set "
-                "config.latent.allow_random_vae=True for a smoke run)."
-            )
-        return cls(
-            vae=vae,
-            diffusion=ScoreDiffusion.from_config(config, latent_spec),
-            vae_params=vae_params,
-            encode=options.encode,
-            scale=options.scale,
-        )
+    options: LatentOptions = LatentOptions()
 
     def latents(self, vae_params: Any, x: jax.Array, keys: jax.Array) -> jax.Array:
         """Scaled latents `[B, *latent_shape]` of the pipeline's images, per-example keys `[B]`."""
         target_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
         x_in, _ = self.vae.targets(x, target_keys)  # The encoder's input, as in VAE training.
         mean, log_var = self.vae.encode(vae_params, x_in)  # [B, h, w, c] each
-        if self.encode == "mean":
-            return self.scale * mean
+        if self.options.encode == "mean":
+            return self.options.scale * mean
         eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), mean.shape[1:]))(keys)
-        return self.scale * (mean + jnp.exp(0.5 * log_var) * eps)
+        return self.options.scale * (mean + jnp.exp(0.5 * log_var) * eps)
 
     def decode(self, vae_params: Any, z: jax.Array) -> jax.Array:
         """Images `[B, H, W, C]` in [-1, 1] from scaled latents."""
-        return self.vae.decode_mean(vae_params, z / self.scale)
+        return self.vae.decode_mean(vae_params, z / self.options.scale)
 
     # --- The family interface. ---
 
@@ -248,7 +115,7 @@ class LatentDiffusion:
         return self.decode(params["vae"], z)
 
     def optimizer(self, base) -> optax.GradientTransformation:
-        """`config.optim`'s optimizer for the diffusion network; nothing moves the VAE."""
+        """The base optimizer for the diffusion network; nothing moves the VAE."""
         transforms = {"diffusion": base(), "vae": optax.set_to_zero()}
         return optax.multi_transform(
             transforms, lambda params: {g: jax.tree.map(lambda _, g=g: g, t) for g, t in params.items()}

@@ -23,10 +23,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from gl_jax.data.sources import DataSpec
-from gl_jax.families.base import build_module, options_from_config, to_levels
+from gl_jax import pixels
+from gl_jax.families.base import Family
 from gl_jax.losses.vae import (
     bernoulli_log_prob,
     discretized_logistic_log_prob,
@@ -36,17 +35,16 @@ from gl_jax.losses.vae import (
     iwae_bound,
     standard_normal_log_prob,
 )
-from gl_jax.models.conv_vae import ConvVAE
 
-__all__ = ["VAE", "VAEOptions", "MODELS", "DECODERS"]
+__all__ = ["VAE", "VAEOptions", "DECODERS", "BINARIZATIONS", "params_per_channel"]
 
-MODELS = {"conv_vae": ConvVAE}
 DECODERS = ("gaussian", "logistic", "bernoulli")
+BINARIZATIONS = ("threshold", "dynamic")
 
 
 @dataclasses.dataclass(frozen=True)
 class VAEOptions:
-    """`config.vae`.
+    """The VAE's decoder and objective (`config.vae`).
 
     Attributes:
       decoder: one of `DECODERS` (see the module docstring).
@@ -65,6 +63,12 @@ class VAEOptions:
     binarize: str = "threshold"
     min_log_scale: float = -7.0
 
+    def __post_init__(self):
+        if self.decoder not in DECODERS:
+            raise ValueError(f"Unknown decoder {self.decoder!r}; choose one of {DECODERS}.")
+        if self.binarize not in BINARIZATIONS:
+            raise ValueError(f"Unknown binarization {self.binarize!r}; choose one of {BINARIZATIONS}.")
+
 
 def params_per_channel(decoder: str, num_mixtures: int) -> int:
     """Decoder outputs per image channel: mean and log-scale; mixture logits, means, log-scales; a logit."""
@@ -72,7 +76,7 @@ def params_per_channel(decoder: str, num_mixtures: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class VAE:
+class VAE(Family):
     """A VAE over images with `levels` integer pixel values.
 
     Attributes:
@@ -81,62 +85,14 @@ class VAE:
       data_shape: (H, W, C).
       levels: number of pixel values L.
       dequantized: whether the pipeline's images carry uniform dequantization noise.
-      decoder, num_mixtures, kl_weight, iwae_samples, binarize, min_log_scale: see `VAEOptions`.
+      options: the decoder and the objective's options.
     """
 
     model: nn.Module
     data_shape: tuple[int, ...]
     levels: int = 256
     dequantized: bool = False
-    decoder: str = "logistic"
-    num_mixtures: int = 1
-    kl_weight: float = 1.0
-    iwae_samples: int = 64
-    binarize: str = "threshold"
-    min_log_scale: float = -7.0
-
-    def __post_init__(self):
-        if self.decoder not in DECODERS:
-            raise ValueError(f"Unknown config.vae.decoder {self.decoder!r}; choose one of {DECODERS}.")
-        if self.binarize not in ("threshold", "dynamic"):
-            raise ValueError(f"config.vae.binarize must be 'threshold' or 'dynamic', got {self.binarize!r}.")
-
-    @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict, spec: DataSpec) -> VAE:
-        options = options_from_config(VAEOptions, config, "vae")
-        if spec.kind != "image":
-            raise ValueError(f"The VAE family models images; dataset {spec.name!r} has {spec.kind} data.")
-        return cls.build(config.model, options, spec, dequantized=config.data.dequantize)
-
-    @classmethod
-    def build(
-        cls,
-        model_options: Any,
-        options: VAEOptions,
-        spec: DataSpec,
-        *,
-        dequantized: bool,
-        section: str = "config.model",
-    ) -> VAE:
-        """The family from a model section, typed options and the dataset (also used by latent diffusion).
-
-        Args:
-          model_options: the model section (`name` and the network's options).
-          options: the family's options.
-          spec: the dataset.
-          dequantized: whether the pipeline dequantizes images (`config.data.dequantize`).
-          section: where `model_options` live in the config, for error messages.
-        """
-        if options.decoder not in DECODERS:
-            raise ValueError(f"Unknown config.vae.decoder {options.decoder!r}; choose one of {DECODERS}.")
-        out = spec.shape[-1] * params_per_channel(options.decoder, options.num_mixtures)
-        return cls(
-            model=build_module(MODELS, model_options, section=section, out_channels=out),
-            data_shape=tuple(spec.shape),
-            levels=spec.levels,
-            dequantized=dequantized,
-            **dataclasses.asdict(options),
-        )
+    options: VAEOptions = VAEOptions()
 
     @property
     def num_dims(self) -> int:
@@ -158,15 +114,15 @@ class VAE:
 
     def _log_scale(self, raw: jax.Array) -> jax.Array:
         # A soft floor: min + softplus(raw - min) stays above min_log_scale and is ~raw above it.
-        return self.min_log_scale + jax.nn.softplus(raw - self.min_log_scale)
+        return self.options.min_log_scale + jax.nn.softplus(raw - self.options.min_log_scale)
 
     def decode_mean(self, params: Any, z: jax.Array) -> jax.Array:
         """The decoder's mean image `[B, H, W, C]` in [-1, 1] (what sample pictures show)."""
         out = self._decoder_outputs(params, z)
-        if self.decoder == "gaussian":
+        if self.options.decoder == "gaussian":
             mean = out[..., 0]
-        elif self.decoder == "logistic":
-            m = self.num_mixtures
+        elif self.options.decoder == "logistic":
+            m = self.options.num_mixtures
             weights = jax.nn.softmax(out[..., :m], axis=-1)
             mean = jnp.sum(weights * out[..., m : 2 * m], axis=-1)
         else:
@@ -176,10 +132,10 @@ class VAE:
     def log_likelihood_given(self, params: Any, z: jax.Array, target: jax.Array) -> jax.Array:
         """log p(target | z) per example, in nats, `[B]`; `target` as `targets` returns it."""
         out = self._decoder_outputs(params, z)  # [B, H, W, C, P]
-        if self.decoder == "gaussian":
+        if self.options.decoder == "gaussian":
             return gaussian_log_prob(target, out[..., 0], self._log_scale(out[..., 1]))
-        if self.decoder == "logistic":
-            m = self.num_mixtures
+        if self.options.decoder == "logistic":
+            m = self.options.num_mixtures
             logits, means, raw = out[..., :m], out[..., m : 2 * m], out[..., 2 * m :]
             return discretized_logistic_log_prob(
                 target, logits, means, self._log_scale(raw), levels=self.levels
@@ -192,25 +148,25 @@ class VAE:
         The target is the dequantized image (gaussian), the integer values (logistic) or the binary image
         (bernoulli); see the module docstring.
         """
-        k = to_levels(x, levels=self.levels, dequantized=self.dequantized)  # [B, H, W, C] int32
-        clean = 2.0 * k.astype(jnp.float32) / (self.levels - 1) - 1.0
-        if self.decoder == "gaussian":
+        k = pixels.to_levels(x, levels=self.levels, dequantized=self.dequantized)  # [B, H, W, C] int32
+        clean = pixels.to_signed(k, levels=self.levels)
+        if self.options.decoder == "gaussian":
             u = jax.vmap(lambda key: jax.random.uniform(key, self.data_shape))(keys)  # [B, H, W, C]
-            return clean, 2.0 * (k + u) / self.levels - 1.0
-        if self.decoder == "logistic":
+            return clean, pixels.dequantized(k, u, levels=self.levels)
+        if self.options.decoder == "logistic":
             return clean, k
-        if self.binarize == "threshold":
+        if self.options.binarize == "threshold":
             b = (2 * k > self.levels - 1).astype(jnp.int32)
         else:
             p = k.astype(jnp.float32) / (self.levels - 1)
             b = jax.vmap(lambda key, pi: jax.random.bernoulli(key, pi))(keys, p).astype(jnp.int32)
         return 2.0 * b - 1.0, b
 
-    def bits_per_dim(self, log_px: jax.Array) -> jax.Array:
+    def bits_from_nats(self, log_px: jax.Array) -> jax.Array:
         """Bits/dim of the discrete data from log-likelihoods (bounds) in nats (see the module docstring)."""
         bits = -log_px / (self.num_dims * math.log(2.0))
-        if self.decoder == "gaussian":
-            return bits + math.log2(self.levels / 2)
+        if self.options.decoder == "gaussian":
+            return bits + pixels.bits_offset(self.levels)
         return bits
 
     # --- The family interface. ---
@@ -239,12 +195,12 @@ class VAE:
         z = mean + jnp.exp(0.5 * log_var) * eps  # Reparameterisation (Kingma & Welling 2014, sec. 2.4).
         log_px = self.log_likelihood_given(params, z, target)  # [B]
         kl = gaussian_kl(mean, log_var)  # [B]
-        objective = elbo(log_px, kl, kl_weight=self.kl_weight)  # [B]
+        objective = elbo(log_px, kl, kl_weight=self.options.kl_weight)  # [B]
         nats = 1.0 / self.num_dims
         bits = nats / math.log(2.0)
         metrics = {
-            "elbo_bpd": jnp.mean(self.bits_per_dim(elbo(log_px, kl))),
-            "recon_bpd": jnp.mean(self.bits_per_dim(log_px)),
+            "elbo_bpd": jnp.mean(self.bits_from_nats(elbo(log_px, kl))),
+            "recon_bpd": jnp.mean(self.bits_from_nats(log_px)),
             "kl_bpd": jnp.mean(kl) * bits,
         }
         return -jnp.mean(objective) * nats, metrics
@@ -284,7 +240,7 @@ class VAE:
         Returns:
           `(iwae [B], elbo [B])`, log p(x) >= iwae >= elbo in expectation; convert with `bits_per_dim`.
         """
-        k = self.iwae_samples if num_samples is None else num_samples
+        k = self.options.iwae_samples if num_samples is None else num_samples
         log_w = self.log_weights(params, x, key, num_samples=k)
         return iwae_bound(log_w), jnp.mean(log_w, axis=0)
 

@@ -22,8 +22,6 @@ import errno
 import logging
 import os
 import shutil
-import threading
-import time
 from typing import Any
 
 import jax
@@ -35,9 +33,17 @@ from flax import serialization
 from jax.experimental import multihost_utils
 
 from gl_jax.train import integrity
+from gl_jax.train.save_errors import (
+    CheckpointError,
+    drain_failed_save,
+    read_only_mount,
+    remove_partial_saves,
+    save_error,
+)
+from gl_jax.train.saved_params import shape_difference, tree_shapes
 from gl_jax.train.state import TrainState
 
-__all__ = ["Checkpointer", "CheckpointError"]
+__all__ = ["Checkpointer"]
 
 log = logging.getLogger(__name__)
 
@@ -62,80 +68,12 @@ class _QuietReadOnly(logging.Filter):
 
 logging.getLogger("absl").addFilter(_QuietReadOnly())
 
-# How long a failed save's remaining background writes are waited for before `close` returns.
-_DRAIN_TIMEOUT_S = 120.0
-
-
-class CheckpointError(RuntimeError):
-    """No readable checkpoint, or a save that failed."""
-
 
 def _abstract(tree: Any) -> Any:
     """Shape/dtype/sharding stand-ins for a pytree of arrays."""
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree
     )
-
-
-def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-    return {
-        "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): tuple(leaf.shape)
-        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
-    }
-
-
-def _os_error(e: BaseException) -> OSError | None:
-    """The first OSError in an exception's chain (orbax re-raises background write errors wrapped)."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, OSError):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None
-
-
-_NO_ROOM = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-def _remove_partial_saves(directory: str) -> None:
-    """Deletes the temporary folders of saves that failed (a full disk) or were killed, freeing their space.
-
-    orbax writes `<step>.orbax-checkpoint-tmp...` and renames it to `<step>` only when complete, so these
-    are never a checkpoint. Called before any save of this run starts.
-    """
-    if not os.path.isdir(directory):
-        return
-    for name in os.listdir(directory):
-        if ".orbax-checkpoint-tmp" in name:
-            log.warning(
-                "Removing %s, the partial folder of an unfinished save.", os.path.join(directory, name)
-            )
-            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
-
-
-def _read_only_mount(path: str) -> bool:
-    """Whether `path` sits on a file system mounted read-only."""
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
-def _fix_for(code: int | None, directory: str) -> str:
-    """What to do about a save that failed with OS error `code`."""
-    if code in _NO_ROOM:
-        return (
-            "Free space on that disk (delete old runs, or lower config.train.max_to_keep) or pass a "
-            "--workdir on a disk with room"
-        )
-    if code in _NOT_WRITABLE:
-        return (
-            f"Make {directory} writable (check its permissions and that its disk is not mounted "
-            "read-only) or pass a --workdir you can write to"
-        )
-    return "Check that the disk has room and is writable, or pass another --workdir"
 
 
 class Checkpointer:
@@ -152,7 +90,7 @@ class Checkpointer:
         self.directory = os.path.abspath(directory)
         self.read_only = read_only
         if not read_only and jax.process_index() == 0:
-            _remove_partial_saves(self.directory)
+            remove_partial_saves(self.directory)
         if read_only:
             options = _READ_ONLY
         else:
@@ -233,6 +171,10 @@ class Checkpointer:
     def _step_folder(self, step: int) -> str:
         return os.path.join(self.directory, str(step))
 
+    def _save_error(self, step: int | None, error: BaseException, *, fix: str = "") -> CheckpointError:
+        self._failed = bool(self._failed or not fix)  # A refused state is not a failed write.
+        return save_error(self.directory, step, error, fix=fix)
+
     def _check_room(self, step: int, state: TrainState) -> None:
         """Refuses a save that cannot fit or cannot be written, before anything is written.
 
@@ -243,7 +185,7 @@ class Checkpointer:
         needed += 1 << 20  # orbax's metadata files.
         problem = 0
         if not os.access(self.directory, os.W_OK):
-            problem = errno.EROFS if _read_only_mount(self.directory) else errno.EACCES
+            problem = errno.EROFS if read_only_mount(self.directory) else errno.EACCES
         elif shutil.disk_usage(self.directory).free < needed:
             problem = errno.ENOSPC
         if jax.process_count() > 1:
@@ -254,31 +196,6 @@ class Checkpointer:
                 free = shutil.disk_usage(self.directory).free
                 cause = OSError(problem, f"{os.strerror(problem)} ({free} bytes free, {needed} needed)")
             raise self._save_error(step, cause)
-
-    def _save_error(self, step: int | None, error: BaseException, *, fix: str = "") -> CheckpointError:
-        """A `CheckpointError` for a failed save of `step`: where, why, how to fix, what is kept."""
-        self._failed = bool(self._failed or not fix)  # A refused state is not a failed write.
-        cause = _os_error(error)
-        code = cause.errno if cause is not None else None
-        if cause is not None:
-            reason = str(cause)
-        else:
-            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        fix = fix or _fix_for(code, self.directory)
-        # From the folder, not the manager, which may already count the failed step in.
-        try:
-            kept = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit() and int(n) != step)
-        except OSError:
-            kept = []
-        intact = (
-            f"the checkpoint of step {kept[-1]} is intact and a rerun resumes from it"
-            if kept
-            else "no earlier checkpoint exists"
-        )
-        return CheckpointError(
-            f"Could not save the checkpoint{'' if step is None else f' of step {step}'} in {self.directory}: "
-            f"{reason}. {fix}; {intact}."
-        )
 
     def restore_latest(self, target: TrainState) -> tuple[TrainState, dict] | None:
         """Restores the newest sound checkpoint into the structure (and shardings) of `target`.
@@ -422,18 +339,12 @@ class Checkpointer:
             # file inside the item folder and log that there is none.
             path = epath.Path(folder or self._step_folder(step)) / "state"
             metadata = ocp.StandardCheckpointHandler().metadata(path)
-            saved = _shapes(getattr(metadata, "item_metadata", metadata))
+            saved = getattr(metadata, "item_metadata", metadata)
         except Exception:  # noqa: BLE001 - unreadable metadata: restore fails below and falls back.
             return
-        wanted = _shapes(abstract)
-        if not saved or saved == wanted:
+        detail = shape_difference(saved, abstract) if tree_shapes(saved) else None
+        if detail is None:
             return
-        diff = sorted(set(saved) ^ set(wanted))
-        if diff:
-            detail = f"'{diff[0]}' is in one and not the other"
-        else:
-            name = next(k for k in sorted(wanted) if saved[k] != wanted[k])
-            detail = f"'{name}' has shape {saved[name]} there and {wanted[name]} in this config"
         raise CheckpointError(
             f"The checkpoint of step {step} in {self.directory} was written by a different model or data "
             f"config ({detail}). Use a new --workdir, or the config that wrote it."
@@ -452,56 +363,4 @@ class Checkpointer:
                 log.debug("Further error of the failed save: %s", e)
             finally:
                 if self._failed:
-                    self._drain()
-
-    def _drain(self) -> None:
-        """Waits out and shuts down orbax's background writers after a failed save.
-
-        The manager's own `close` re-raises the stored save error before it shuts anything down, so
-        queued metadata writes and array writes of the failed step could otherwise land after this
-        returns (recreating a partial folder that a restart has just removed).
-        """
-        manager = self._manager
-        parts = (
-            getattr(manager, "_checkpointer", None),
-            getattr(manager, "_non_blocking_metadata_store", None),
-            getattr(manager, "_blocking_metadata_store", None),
-        )
-        for part in parts:
-            if part is None:
-                continue
-            for _ in range(64):  # Each call raises at most one stored error and drops that write.
-                try:
-                    part.wait_until_finished()
-                    break
-                except Exception as e:  # noqa: BLE001 - errors of the save already reported.
-                    log.debug("Further error of the failed save: %s", e)
-            try:
-                part.close()
-            except Exception as e:  # noqa: BLE001
-                log.debug("Further error of the failed save: %s", e)
-        # orbax stops waiting for a save's writes at the first that fails; the others (array shards
-        # through tensorstore, sharding and tree metadata) go on in their own one-shot threads and would
-        # write into the partial folder after this returns. Wait those out as well.
-        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
-        for thread in _orbax_writers():
-            threading.Thread.join(thread, max(0.0, deadline - time.monotonic()))
-        if left := [t.name for t in _orbax_writers()]:
-            log.warning(
-                "Background writes %s of the failed save in %s still run after %.0f s; remove its "
-                "'.orbax-checkpoint-tmp' folder once this process has exited.",
-                left,
-                self.directory,
-                _DRAIN_TIMEOUT_S,
-            )
-
-
-def _orbax_writers() -> list[threading.Thread]:
-    """The live one-shot threads in which orbax runs the writes of a save (not its long-lived workers)."""
-    return [
-        t
-        for t in threading.enumerate()
-        if t is not threading.current_thread()
-        and type(t).__name__ == "_SignalingThread"
-        and type(t).__module__.startswith("orbax.")
-    ]
+                    drain_failed_save(self._manager, self.directory)

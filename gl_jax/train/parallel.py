@@ -54,9 +54,9 @@ def batch_sharding(mesh: Mesh, *, steps_per_call: int = 1) -> NamedSharding:
 def init_replicated(init_fn: Callable[[jax.Array], Any], key: jax.Array, mesh: Mesh) -> Any:
     """Runs `init_fn(key)` under `jax.jit` with replicated outputs: the state is born on every device.
 
-    The program runs once, so on CPU it is compiled without XLA's backend (LLVM) optimisations: a U-Net's
-    initialisation then compiles in ~2.3 s instead of ~8.5 s here. Values may differ from an optimised
-    build in the last bit (a different rounding order), never between processes or runs of this code.
+    The program runs once, so on CPU it is compiled without XLA's backend (LLVM) optimisations, which
+    cost more compile time than they could save in one run. Values may differ from an optimised build in
+    the last bit (a different rounding order), never between processes or runs of this code.
     """
     lowered = jax.jit(init_fn, out_shardings=replicated(mesh)).lower(key)
     return lowered.compile(compiler_options=init_compiler_options(mesh))(key)

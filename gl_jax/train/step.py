@@ -93,23 +93,14 @@ def make_train_step(
     step computes the same numbers whether the global batch sits on one device, is sharded by `jax.jit`
     over many, is split across a `jax.pmap` axis, or is cut into micro-batches.
 
-    Memory: temporary bytes of the compiled step (`jax.jit(step).lower(...).compile().memory_analysis()
-    .temp_size_in_bytes`, XLA:CPU, jax 0.10; `python -m tests.train._memory`), for the digits U-Net of
-    `experiments/digits_vp.py` at batch 128 / the toy MLP (256 x 3) at batch 4096:
-
-      fp32                      47.7 MiB / 95.7 MiB
-      grad_accum_steps=2        22.6 MiB / 50.0 MiB
-      grad_accum_steps=4        11.9 MiB / 25.5 MiB
-      compute_dtype=bfloat16    43.3 MiB / 66.7 MiB
-      remat "full" or "dots"    47.8 MiB / 95.7 MiB (no saving, see below)
-
-    Accumulation divides activation memory by k, at a price on XLA:CPU, which runs convolution gradients
-    inside a loop slowly (the U-Net: 138 ms per step at k=1, 815 ms at k=4; unrolling the loop restores
-    the speed and loses the saving, so the loop stays rolled). A `jax.checkpoint` around the whole loss
+    Memory: gradient accumulation divides the activation memory by k: only one micro-batch's activations
+    are live at a time (`python -m tests.train._memory` prints the compiled step's temporary bytes per
+    option). On XLA:CPU the accumulation loop stays rolled, although convolution gradients run slowly
+    inside a loop: unrolling it would give the memory back. A `jax.checkpoint` around the whole loss
     cannot lower the peak by itself, since the backward pass recomputes the whole forward pass at its
     start; it helps only where the compiler fuses the recomputed elementwise work into the backward
-    kernels ("dots" keeps matmul/conv outputs and recomputes the rest), which XLA:CPU does not. Per-block
-    `nn.remat` is the model's choice; on XLA:CPU even that saves little (an 8-block MLP: 300 -> 296 MiB).
+    kernels ("dots" keeps matmul/conv outputs and recomputes the rest), which XLA:CPU does not.
+    Per-block `nn.remat` is the model's choice.
 
     Args:
       loss_fn: `loss_fn(params, batch, keys) -> (loss, metrics)` with `keys` `[B]` per-example PRNG keys
@@ -186,7 +177,7 @@ def make_train_step(
         if ema_warmup:
             d = ema_decay_at(state.step, ema_decay, warmup=True)
             ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, state.ema_params, params)
-        else:  # The fixed decay as a Python float, so existing runs compute bit-for-bit as before.
+        else:  # A fixed decay: a Python float, folded into the compiled step as a constant.
             ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
         # A finite loss and gradient can still give a non-finite update (a NaN or huge learning rate), so
         # the update is checked too, by its global norm: finite only when every u^2 is, so the new

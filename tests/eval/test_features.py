@@ -73,7 +73,7 @@ def test_sampler_scores_are_deterministic_and_compare_to_the_reference(extractor
     # The Fréchet distance itself is tested in test_frechet.py; here, that it gets the right statistics
     # (a 2048-d eigensolve of a singular covariance takes many seconds on a small CPU).
     calls = []
-    monkeypatch.setattr(features, "fid_from_stats", lambda a, b: calls.append((a, b)) or 0.0)
+    monkeypatch.setattr(features, "fid", lambda a, b: calls.append((a, b)) or 0.0)
     reference = gaussian_statistics(np.random.default_rng(0).normal(size=(3, 2048)))
     again = sampler_scores(
         _images, key, extractor=extractor, num=6, batch_size=2, is_splits=2, reference=reference

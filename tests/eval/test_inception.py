@@ -16,10 +16,10 @@ from gl_jax.eval.inception import (
     POOL_DIM,
     InceptionV3,
     SoftmaxHead,
-    load_inception_params,
     resize_bilinear_tf,
     to_inception_input,
 )
+from gl_jax.eval.inception_weights import load_inception_params
 from tests.conftest import REPO
 
 TF_INPUT_MAX = 127.0 / 128.0  # (255 - 128) / 128: the TF graph's input range is [-1, 0.9921875].
@@ -157,7 +157,7 @@ def test_cache_is_read_without_conversion(inception_cache, tmp_path, monkeypatch
 def test_reading_the_cache_needs_no_torch(inception_cache):
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
-        "from gl_jax.eval.inception import load_inception_params\n"
+        "from gl_jax.eval.inception_weights import load_inception_params\n"
         f"params = load_inception_params({str(inception_cache)!r})\n"
         "print(params['conv']['kernel'].shape)"
     )

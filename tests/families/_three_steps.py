@@ -1,6 +1,6 @@
 """Runs 3 train steps of every new family on 1 device and on a 4-device mesh and prints the losses as JSON.
 
-Each family trains with its own optimizer (`make_family_optimizer`) through the shared `make_train_step`
+Each family trains with its own optimizer (`family.optimizer(base)`) through the shared `make_train_step`
 and `compile_train_step`. Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4;
 `python -m tests.families._three_steps gan vae` runs some of them.
 """
@@ -13,17 +13,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gl_jax.data.sources import DataSpec
 from gl_jax.families.autoregressive import Autoregressive
-from gl_jax.families.base import make_family_optimizer
+from gl_jax.families.build import vae_from_options
 from gl_jax.families.diffusion import ScoreDiffusion
-from gl_jax.families.gan import GAN
+from gl_jax.families.gan import GAN, GANOptions
 from gl_jax.families.latent import LatentDiffusion
-from gl_jax.families.vae import VAE, VAEOptions
+from gl_jax.families.vae import VAEOptions
 from gl_jax.models import SmallUNet
 from gl_jax.models.dcgan import DCGAN
 from gl_jax.models.transformer import Transformer
 from gl_jax.sde import VPSDE
+from gl_jax.spec import DataSpec
 from gl_jax.train import TrainState, make_train_step, parallel
 from gl_jax.train.optim import make_optimizer
 
@@ -33,7 +33,7 @@ VAE_MODEL = {"name": "conv_vae", "latent_channels": 2, "width": 4, "channel_mult
 
 def families():
     """Small instances that use every source of per-example randomness each family has."""
-    vae = VAE.build(VAE_MODEL, VAEOptions(decoder="gaussian"), SPEC, dequantized=True)
+    vae = vae_from_options(VAE_MODEL, VAEOptions(decoder="gaussian"), SPEC, dequantized=True)
     return {
         # Both penalties (R1 on data, WGAN-GP's interpolation weight per example) and spectral norm.
         "gan": GAN(
@@ -41,10 +41,9 @@ def families():
                 (8, 8, 1), latent_dim=4, generator_width=4, discriminator_width=4, spectral_norm=True
             ),
             data_shape=(8, 8, 1),
-            objective="hinge",
-            r1_weight=1.0,
-            gp_weight=1.0,
-            generator_optim=(("lr", 2e-3),),
+            options=GANOptions(
+                objective="hinge", r1_weight=1.0, gp_weight=1.0, generator_optim=(("lr", 2e-3),)
+            ),
         ),
         # Dequantization noise and the latent sample.
         "vae": vae,
@@ -78,7 +77,7 @@ def main(names):
     for name, family in families().items():
         if names and name not in names:
             continue
-        tx = make_family_optimizer(family, base)
+        tx = family.optimizer(base)
         for layout, devices in (("jit_1", jax.devices()[:1]), ("jit_4", jax.devices())):
             mesh = parallel.make_mesh(devices)
             state = parallel.init_replicated(

@@ -7,6 +7,7 @@ import pytest
 
 from gl_jax.data.pipeline import load_arrays, make_dataset
 from gl_jax.data.sources import open_dataset
+from gl_jax.families.build import vae_from_options
 from gl_jax.families.vae import VAE, VAEOptions
 from gl_jax.train import TrainState, make_optimizer, make_train_step
 from gl_jax.train.checkpoint import Checkpointer
@@ -31,7 +32,7 @@ class TrainedVAE(NamedTuple):
 @pytest.fixture(scope="session")
 def digits_vae(data_dir, tmp_path_factory) -> TrainedVAE:
     spec, sources = open_dataset("sklearn_digits", data_dir=data_dir)
-    family = VAE.build(VAE_MODEL, VAEOptions(decoder="logistic"), spec, dequantized=False)
+    family = vae_from_options(VAE_MODEL, VAEOptions(decoder="logistic"), spec, dequantized=False)
     data = make_dataset(load_arrays(sources["train"], spec), spec, batch_size=64, seed=0)
     state = TrainState.create(params=jax.jit(family.init)(jax.random.key(0)), tx=make_optimizer(lr=3e-3))
     step = jax.jit(make_train_step(family.loss, ema_decay=0.9))

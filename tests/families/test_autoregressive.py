@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from gl_jax.data.pipeline import load_arrays, make_dataset
-from gl_jax.data.sources import DataSpec, open_dataset
-from gl_jax.families.autoregressive import Autoregressive, sample_logits
+from gl_jax.data.sources import open_dataset
+from gl_jax.families.autoregressive import AROptions, Autoregressive, sample_logits
+from gl_jax.families.build import build_autoregressive
 from gl_jax.models.transformer import Transformer
+from gl_jax.spec import DataSpec
 from gl_jax.train import TrainState, make_optimizer, make_train_step, parallel
 
 
@@ -21,7 +23,10 @@ def _family(positions, *, vocab=17, shape=(4, 4, 1), top_k=0, temperature=1.0):
         vocab_size=vocab, max_len=math.prod(shape), num_layers=2, d_model=16, num_heads=2, positions=positions
     )
     return Autoregressive(
-        model=model, data_shape=shape, vocab_size=vocab, top_k=top_k, temperature=temperature
+        model=model,
+        data_shape=shape,
+        vocab_size=vocab,
+        options=AROptions(top_k=top_k, temperature=temperature),
     )
 
 
@@ -100,7 +105,7 @@ def test_character_model_of_a_text_file_learns(tmp_path):
             "ar": {"vocab_size": 0, "temperature": 1.0, "top_k": 0},
         }
     )
-    family = Autoregressive.from_config(config, spec)
+    family = build_autoregressive(config, spec)
     assert family.vocab_size == 256 and not family.image
     data = make_dataset(load_arrays(sources["train"], spec), spec, batch_size=32, seed=0)
     # The trainer's path: parameters born replicated, the shared step compiled over a (1-device) mesh.

@@ -1,6 +1,7 @@
 """The diffusion family: every prediction type and noise conditioning gives the exact score when the network
 is exact; per-example dropout keys make the loss independent of how the batch is split; guidance."""
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 
 from gl_jax.analytic import GaussianMixture, random_mixture
-from gl_jax.families.diffusion import NOISE_CONDITIONS, SDES, ScoreDiffusion, build_sde
+from gl_jax.families.build import SDES
+from gl_jax.families.diffusion import NOISE_CONDITIONS, ScoreDiffusion
 from gl_jax.parametrization import convert
+from gl_jax.samplers import ddim
 from gl_jax.sde import EDMSDE, VESDE, VPSDE, GaussianDiffusion, broadcast_to_data
 
 
@@ -116,7 +119,7 @@ def test_dropout_is_per_example_so_batch_splits_agree():
 
 def test_guidance_zero_is_unconditional_and_one_is_conditional():
     net = DropoutNet(dropout=0.0, num_classes=3, label_dropout=0.2)
-    fam = ScoreDiffusion(model=net, sde=VPSDE(), data_shape=(4,), sampler="ddim", sample_steps=5)
+    fam = ScoreDiffusion(model=net, sde=VPSDE(), data_shape=(4,), sampler=functools.partial(ddim, steps=5))
     params = fam.init(jax.random.key(0))
     # Perturb the label embedding so conditioning matters.
     params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(3), p.shape), params)
@@ -134,9 +137,7 @@ def test_guidance_zero_is_unconditional_and_one_is_conditional():
     assert not np.allclose(samples[0.0], samples[1.0], atol=1e-4)
     assert not np.allclose(samples[3.0], samples[1.0], atol=1e-4)
     # w = 0: the unconditional sampler; w = 1: the conditional one (same starting noise and steps).
-    from gl_jax.samplers import SAMPLERS
-
-    run = lambda score: np.asarray(SAMPLERS["ddim"](key, score, fam.sde, (6, 4), steps=5).x)
+    run = lambda score: np.asarray(ddim(key, score, fam.sde, (6, 4), steps=5).x)
     np.testing.assert_allclose(samples[0.0], run(fam.score_fn(params, jnp.full((6,), 3))), atol=1e-5)
     np.testing.assert_allclose(samples[1.0], run(fam.score_fn(params, labels)), atol=1e-5)
 
@@ -147,6 +148,6 @@ def test_bad_options_name_the_choices():
     with pytest.raises(ValueError, match="prediction"):
         ScoreDiffusion(model=DropoutNet(), sde=VPSDE(), data_shape=(4,), prediction="noise")
     with pytest.raises(ValueError, match="Did you mean 'subvp'"):
-        build_sde("sub_vp", {})
+        SDES.build("sub_vp", {}, where="config.sde")
     assert set(NOISE_CONDITIONS) == {"t", "999t", "log_sigma", "sigma"}
     assert {"vp", "subvp", "ve", "edm", "ddpm"} <= set(SDES)

@@ -10,8 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gl_jax.families.base import make_family_optimizer
-from gl_jax.families.gan import GAN
+from gl_jax.families.gan import GAN, GANOptions
 from gl_jax.losses.gan import GAN_LOSSES
 from gl_jax.models.dcgan import DCGAN, num_doublings
 from gl_jax.train import TrainState, make_train_step
@@ -70,7 +69,7 @@ def test_each_player_gets_the_gradient_of_its_own_objective(objective):
     and f = -1/2 on samples. D improves by raising a (dL_D/da < 0); G by raising c towards the data
     (dL_G/dc = -a dL_G/df... < 0). The closed forms also show that the stop-gradients route each objective
     to its own player only: D's gradient has no L_G term and G's none of L_D."""
-    family = GAN(model=HandMadeGAN(), data_shape=(1, 1, 1), objective=objective)
+    family = GAN(model=HandMadeGAN(), data_shape=(1, 1, 1), options=GANOptions(objective=objective))
     params = family.init(jax.random.key(0))
     grads = _grads(family, params, {"x": jnp.ones((4, 1, 1, 1))})
     d_a, g_c = float(grads["discriminator"]["a"]), float(grads["generator"]["c"])
@@ -84,12 +83,12 @@ def test_each_player_gets_the_gradient_of_its_own_objective(objective):
 
 
 def test_r1_is_zero_for_a_constant_discriminator():
-    family = GAN(model=HandMadeGAN(a=0.0), data_shape=(1, 1, 1), r1_weight=10.0)
+    family = GAN(model=HandMadeGAN(a=0.0), data_shape=(1, 1, 1), options=GANOptions(r1_weight=10.0))
     params = family.init(jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (8, 1, 1, 1))
     _, metrics = family.loss(params, {"x": x}, jax.random.split(jax.random.key(2), 8))
     assert float(metrics["r1"]) == 0.0
-    r1 = GAN(model=HandMadeGAN(a=3.0), data_shape=(1, 1, 1), r1_weight=10.0)
+    r1 = GAN(model=HandMadeGAN(a=3.0), data_shape=(1, 1, 1), options=GANOptions(r1_weight=10.0))
     _, metrics = r1.loss(r1.init(jax.random.key(0)), {"x": x}, jax.random.split(jax.random.key(2), 8))
     np.testing.assert_allclose(float(metrics["r1"]), 9.0, rtol=1e-6)  # ||dD/dx||^2 = a^2.
 
@@ -98,12 +97,10 @@ def test_each_player_has_its_own_optimizer_and_the_generator_waits_n_critic_step
     family = GAN(
         model=HandMadeGAN(),
         data_shape=(1, 1, 1),
-        n_critic=2,
-        generator_optim=(("lr", 0.1),),
-        discriminator_optim=(("lr", 0.01),),
+        options=GANOptions(n_critic=2, generator_optim=(("lr", 0.1),), discriminator_optim=(("lr", 0.01),)),
     )
     base = functools.partial(make_optimizer, lr=1.0, grad_clip=0.0)
-    tx = make_family_optimizer(family, base)
+    tx = family.optimizer(base)
     state = TrainState.create(params=family.init(jax.random.key(0)), tx=tx)
     step = jax.jit(make_train_step(family.loss, ema_decay=0.0))
     batch = {"x": jnp.ones((4, 1, 1, 1))}
@@ -146,10 +143,10 @@ class SpectralGAN(nn.Module):
 def test_spectral_norm_power_iteration_runs_through_the_shared_step():
     """With frozen weights (lr 0), the power-iteration state the step carries converges to each weight's
     largest singular value (one iteration per step, Miyato et al. 2018)."""
-    family = GAN(model=SpectralGAN(), data_shape=(2, 2, 2), objective="hinge")
+    family = GAN(model=SpectralGAN(), data_shape=(2, 2, 2), options=GANOptions(objective="hinge"))
     params = jax.jit(family.init)(jax.random.key(0))  # Jitted: eager init runs op by op, slowly.
     assert set(params) == {"generator", "discriminator", "spectral"}
-    tx = make_family_optimizer(family, functools.partial(make_optimizer, lr=0.0, grad_clip=0.0))
+    tx = family.optimizer(functools.partial(make_optimizer, lr=0.0, grad_clip=0.0))
     state = TrainState.create(params=params, tx=tx)
     step = jax.jit(make_train_step(family.loss))
     batch = {"x": jax.random.uniform(jax.random.key(1), (4, 2, 2, 2), minval=-1, maxval=1)}

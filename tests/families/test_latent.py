@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 
 from gl_jax.data.sources import open_dataset
-from gl_jax.families.base import build_family, make_family_optimizer
+from gl_jax.families import build_family
+from gl_jax.families.build import vae_from_options
 from gl_jax.families.diffusion import ScoreDiffusion
-from gl_jax.families.latent import LatentDiffusion, load_params
-from gl_jax.families.vae import VAE, VAEOptions
+from gl_jax.families.latent import LatentDiffusion
+from gl_jax.families.vae import VAEOptions
+from gl_jax.samplers import euler_maruyama
 from gl_jax.sde import VPSDE
 from gl_jax.train import TrainState, make_optimizer, make_train_step
+from gl_jax.train.saved_params import load_params
 from tests.conftest import load_config
 from tests.families.conftest import VAE_MODEL
 
@@ -51,14 +54,19 @@ class TinyDenoiser(nn.Module):
 def test_the_vae_comes_from_the_checkpoint_and_stays_frozen(digits_vae, data_dir):
     _, state, vae_dir, x = digits_vae
     spec, _ = open_dataset("sklearn_digits", data_dir=data_dir)
-    built = build_family(_config(vae_dir), spec)
+    built = build_family(_config(vae_dir), spec, load_params=load_params)
     assert isinstance(built, LatentDiffusion) and built.vae.latent_shape == (4, 4, 2)
     for a, b in zip(jax.tree.leaves(built.vae_params), jax.tree.leaves(state.ema_params), strict=True):
         np.testing.assert_array_equal(a, b)
     # The same family with a network that compiles in a moment instead of the config's U-Net.
-    diffusion = ScoreDiffusion(model=TinyDenoiser(), sde=VPSDE(), data_shape=(4, 4, 2), sample_steps=5)
+    diffusion = ScoreDiffusion(
+        model=TinyDenoiser(),
+        sde=VPSDE(),
+        data_shape=(4, 4, 2),
+        sampler=functools.partial(euler_maruyama, steps=5),
+    )
     family = dataclasses.replace(built, diffusion=diffusion)
-    tx = make_family_optimizer(family, functools.partial(make_optimizer, optimizer="adamw", weight_decay=0.1))
+    tx = family.optimizer(functools.partial(make_optimizer, optimizer="adamw", weight_decay=0.1))
     latent_state = TrainState.create(params=jax.jit(family.init)(jax.random.key(0)), tx=tx)
     step = jax.jit(make_train_step(family.loss))
     new, metrics = step(latent_state, {"x": x[:16]}, jax.random.key(1))
@@ -77,15 +85,15 @@ def test_a_checkpoint_of_another_vae_is_refused(digits_vae, data_dir):
     spec, _ = open_dataset("sklearn_digits", data_dir=data_dir)
     config = _config(vae_dir)
     config.latent.vae_model = {**VAE_MODEL, "width": 8}
-    with pytest.raises(ValueError, match="does not hold this VAE.*config.latent.vae_model"):
-        build_family(config, spec)
+    with pytest.raises(ValueError, match="holds other parameters.*config.latent.vae_model"):
+        build_family(config, spec, load_params=load_params)
     config = _config(str(vae_dir) + "/nowhere")
     with pytest.raises(FileNotFoundError, match="No checkpoint"):
-        build_family(config, spec)
+        build_family(config, spec, load_params=load_params)
     config = _config("")
     with pytest.raises(ValueError, match="vae_checkpoint is empty"):
-        build_family(config, spec)
+        build_family(config, spec, load_params=load_params)
     target = jax.eval_shape(
-        VAE.build(VAE_MODEL, VAEOptions(), spec, dequantized=False).init, jax.random.key(0)
+        vae_from_options(VAE_MODEL, VAEOptions(), spec, dequantized=False).init, jax.random.key(0)
     )
     assert jax.tree.structure(load_params(vae_dir, target, use_ema=False)) == jax.tree.structure(target)

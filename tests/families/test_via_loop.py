@@ -4,7 +4,7 @@ experiment config's smoke variant trains, checkpoints and samples through `train
 computes the same losses on 1 device and on a 4-device mesh.
 
 The GAN smoke test also checks that the loop builds the optimizer with the family's hook
-(`gl_jax.families.base.make_family_optimizer`).
+(`Family.optimizer(base)`).
 """
 
 import ast
@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 
 import gl_jax.families
+from gl_jax.eval.sample import sample
 from gl_jax.families.gan import GAN
 from gl_jax.train import loop, parallel, step
-from gl_jax.train.loop import sample, train_and_evaluate
+from gl_jax.train.loop import train_and_evaluate
 from tests.conftest import REPO, load_config
 
 needs_fashion = pytest.mark.skipif(
@@ -149,7 +150,7 @@ def test_smoke_variant_trains_and_samples(name, tmp_path, data_dir, shared_step_
 
 
 def test_digits_gan_smoke_trains_with_its_own_optimizer(tmp_path, data_dir, shared_step_spy):
-    """Needs the loop to build its optimizer with `make_family_optimizer(family, base)`."""
+    """Needs the loop to build its optimizer with `family.optimizer(base)`."""
     config = load_config("digits_gan", "smoke")
     config.data.data_dir = data_dir
     state = _check_run(config, tmp_path, shared_step_spy, GAN)

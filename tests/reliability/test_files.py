@@ -38,10 +38,10 @@ def test_metrics_resume_drops_later_steps_and_a_partial_line(tmp_path):
 
 
 def test_corrupt_eval_progress_redoes_only_what_is_unreadable(tmp_path, caplog):
-    from gl_jax.train.evaluate import _Progress
+    from gl_jax.eval.progress import Progress
 
     folder = str(tmp_path / "progress")
-    progress = _Progress(folder, {"setting": "a"})
+    progress = Progress(folder, {"setting": "a"})
     for i in range(3):
         progress.save(i, {"pool": np.full((2, 2), float(i))}, seconds=float(i))
     path = os.path.join(folder, "batch_000001.npz")
@@ -49,17 +49,17 @@ def test_corrupt_eval_progress_redoes_only_what_is_unreadable(tmp_path, caplog):
         f.seek(os.path.getsize(path) // 2)  # In the array's bytes: the zip member's CRC no longer matches.
         f.write(b"\xff" * 8)
     with caplog.at_level(logging.WARNING):
-        resumed = _Progress(folder, {"setting": "a"})
+        resumed = Progress(folder, {"setting": "a"})
     assert resumed.done == 1 and "corrupt" in caplog.text
     with open(os.path.join(folder, "state.json"), "w") as f:
         f.write("{not json")
     with caplog.at_level(logging.WARNING):
-        fresh = _Progress(folder, {"setting": "a"})
+        fresh = Progress(folder, {"setting": "a"})
     assert fresh.done == 0 and "state.json is corrupt" in caplog.text
 
 
 def test_corrupt_reference_statistics_are_set_aside_and_recomputed(tmp_path, data_dir, caplog):
-    from gl_jax.train.reference_stats import compute_stats
+    from gl_jax.eval.reference import compute_stats
     from tests.conftest import load_config
 
     config = load_config("toy_vp", "smoke")
@@ -78,11 +78,11 @@ def test_corrupt_reference_statistics_are_set_aside_and_recomputed(tmp_path, dat
 
 def test_a_data_position_of_another_pipeline_is_one_error_naming_the_fix():
     from gl_jax.train.checkpoint import CheckpointError
-    from gl_jax.train.loop import _set_data_position
+    from gl_jax.train.loop import set_data_position
 
     class Iterator:
         def set_state(self, state):
             raise KeyError("next_index")
 
     with pytest.raises(CheckpointError, match=r"data position saved with step 7 .*config that wrote the run"):
-        _set_data_position(Iterator(), {"bad": 1}, 7, "/run/checkpoints")
+        set_data_position(Iterator(), {"bad": 1}, 7, "/run/checkpoints")

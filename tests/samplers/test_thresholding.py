@@ -1,6 +1,8 @@
 """Thresholding of the denoised estimate: static and dynamic against NumPy, no effect on an exact score of
 data inside [-1, 1], and a smaller sample error for a score with the high-noise error of a learned one."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,16 +108,15 @@ def test_family_threshold_option():
     from tests.families.test_diffusion import ExactNet
 
     sde = VPSDE()
-    fam = ScoreDiffusion(
-        model=ExactNet(BOX, sde, "eps", "t"), sde=sde, data_shape=(4,), sampler="ddim", sample_steps=8
-    )
+    ddim_8 = functools.partial(SAMPLERS["ddim"], steps=8)
+    fam = ScoreDiffusion(model=ExactNet(BOX, sde, "eps", "t"), sde=sde, data_shape=(4,), sampler=ddim_8)
     params = fam.init(jax.random.key(0))
     params = jax.tree.map(lambda p: p + 0.02, params)  # An eps bias: out-of-range estimates at t ~ 1.
     key = jax.random.key(1)
     static = ScoreDiffusion(**{**fam.__dict__, "threshold": "static"})
     want = SAMPLERS["ddim"](key, thresholded_score(fam.score_fn(params), sde), sde, (16, 4), steps=8).x
     np.testing.assert_allclose(static.sample(params, key, 16), want, atol=1e-5)
-    got = fam.sample_with(params, key, 16, sampler="ddim", steps=8, threshold="static").x
+    got = fam.with_sampler(ddim_8, threshold="static").sample_counted(params, key, 16).x
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert not np.allclose(fam.sample(params, key, 16), want, atol=1e-3)
     with pytest.raises(ValueError, match="Unknown threshold 'clip'"):
@@ -124,14 +125,15 @@ def test_family_threshold_option():
 
 def test_config_threshold_reaches_the_family_and_is_refused_for_vectors(data_dir):
     from gl_jax.data import open_dataset
+    from gl_jax.families.build import build_score
     from tests.conftest import load_config
 
     config = load_config("digits_vp", "smoke")
     config.sample.threshold = "static"
     spec, _ = open_dataset(config.data.name, data_dir=data_dir)
-    assert ScoreDiffusion.from_config(config, spec).threshold == "static"
+    assert build_score(config, spec).threshold == "static"
     config = load_config("toy_vp", "smoke")
     config.sample.threshold = "static"
     spec, _ = open_dataset(config.data.name, data_dir=data_dir)
     with pytest.raises(ValueError, match=r"not images, so set config.sample.threshold='none'"):
-        ScoreDiffusion.from_config(config, spec)
+        build_score(config, spec)

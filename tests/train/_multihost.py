@@ -17,7 +17,7 @@ import os
 import jax
 import numpy as np
 
-from gl_jax.train import loop
+from gl_jax.train import experiment, loop
 from gl_jax.train.checkpoint import Checkpointer
 from tests.conftest import load_config
 
@@ -48,7 +48,7 @@ def main():
 
     # Record the train shards this process reads.
     read = {}
-    original = loop.load_arrays
+    original = experiment.load_arrays
 
     def recording_load_arrays(*a, **kw):
         arrays = original(*a, **kw)
@@ -56,7 +56,7 @@ def main():
             read[f"shard_{kw['shard_index']}_of_{kw['shard_count']}"] = arrays["x"]
         return arrays
 
-    loop.load_arrays = recording_load_arrays
+    experiment.load_arrays = recording_load_arrays
     state = loop.train_and_evaluate(config, args.workdir)
     pid = jax.process_index()
     assert jax.device_count() == 4 and jax.process_count() == args.num_processes, jax.devices()

@@ -160,7 +160,8 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog):
 
 
 def test_unwritable_workdir_is_one_clear_error(tmp_path):
-    from gl_jax.train.loop import WorkdirError, train_and_evaluate
+    from gl_jax.train.loop import train_and_evaluate
+    from gl_jax.train.workdir import WorkdirError
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -241,7 +242,7 @@ def test_full_disk_while_saving_is_one_clear_error_and_keeps_previous_checkpoint
 def test_sampling_with_an_ema_still_near_its_initialisation_warns_and_names_the_fix(caplog):
     import ml_collections
 
-    from gl_jax.train.loop import sampling_params
+    from gl_jax.train.experiment import sampling_params
 
     config = ml_collections.ConfigDict(
         {"sample": {"use_ema": True}, "train": {"ema_decay": 0.999, "ema_warmup": False}}

@@ -22,10 +22,11 @@ import tqdm
 
 from gl_jax import files
 from gl_jax.data.pipeline import load_arrays, make_dataset
-from gl_jax.data.sources import DataSpec, open_dataset, resolve_data_dir
+from gl_jax.data.sources import open_dataset, resolve_data_dir
 from gl_jax.eval.features import Extractor, inception_extractor
 from gl_jax.eval.frechet import FeatureStats, StatsAccumulator
 from gl_jax.eval.inception import InceptionOutputs
+from gl_jax.spec import DataSpec
 from gl_jax.train.workdir import WorkdirError
 
 __all__ = ["ReferenceStats", "compute_stats", "feature_extractor", "feature_kind", "stats_path"]

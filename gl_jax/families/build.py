@@ -1,0 +1,322 @@
+"""The config edge of the families: config sections in, typed options and built families out.
+
+Each `build_<family>(config, spec, *, load_params)` reads the config sections its family uses, checks
+every key (naming its config path and the nearest valid key), builds the networks through the model
+registry, and hands the family typed options and objects only; families never see a config. The table of
+families, `gl_jax.families.FAMILIES`, maps `config.family` to these functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import jax
+import ml_collections
+
+from gl_jax.families.autoregressive import BYTE_VOCAB, AROptions, Autoregressive
+from gl_jax.families.base import Sampler
+from gl_jax.families.diffusion import ScoreDiffusion
+from gl_jax.families.gan import GAN, GANOptions
+from gl_jax.families.latent import LatentDiffusion, LatentOptions
+from gl_jax.families.vae import VAE, VAEOptions, params_per_channel
+from gl_jax.losses.score import TIME_SAMPLINGS, WEIGHTINGS
+from gl_jax.models.conv_vae import ConvVAE
+from gl_jax.models.dcgan import DCGAN
+from gl_jax.models.registry import build_model
+from gl_jax.models.transformer import Transformer
+from gl_jax.registry import Registry, check_keys, init_fields, plain
+from gl_jax.samplers import SAMPLERS
+from gl_jax.sde import EDMSDE, VESDE, VPSDE, DiscreteDDPM, RectifiedFlow, SubVPSDE
+from gl_jax.spec import DataSpec
+
+__all__ = [
+    "SDES",
+    "bind_sampler",
+    "typed_options",
+    "options_from_config",
+    "build_score",
+    "build_gan",
+    "build_vae",
+    "build_autoregressive",
+    "build_latent",
+    "LatentSource",
+    "vae_from_options",
+    "ParamsLoader",
+]
+
+T = TypeVar("T")
+
+# Reads a finished run's parameters: `load(path, target, *, step, use_ema) -> params` shaped like `target`
+# (`gl_jax.train.saved_params.load_params`).
+ParamsLoader = Callable[..., Any]
+
+SDES = Registry(
+    "SDE",
+    {
+        "vp": VPSDE,
+        "subvp": SubVPSDE,
+        "ve": VESDE,
+        "edm": EDMSDE,
+        "rectified_flow": RectifiedFlow,
+        "ddpm": DiscreteDDPM,
+    },
+)
+GAN_MODELS = Registry("GAN model", {"dcgan": DCGAN})
+VAE_MODELS = Registry("VAE model", {"conv_vae": ConvVAE})
+AR_MODELS = Registry("autoregressive model", {"transformer": Transformer})
+
+
+def typed_options(cls: type[T], options: Mapping[str, Any], *, where: str) -> T:
+    """`cls(**options)` for a dataclass `cls`, naming an unknown key (at `where`) and the nearest one.
+
+    Mappings become sorted `(key, value)` pairs and lists tuples, so the options are hashable.
+    """
+    options = plain(options)
+    check_keys(options, init_fields(cls), where=where, what=cls.__name__)
+    options = {k: tuple(sorted(v.items())) if isinstance(v, dict) else v for k, v in options.items()}
+    try:
+        return cls(**options)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def options_from_config(cls: type[T], config: ml_collections.ConfigDict, section: str) -> T:
+    """`typed_options(cls, config[section])`; the section is one an experiment file creates.
+
+    Raises:
+      ValueError: the section is missing or has a key `cls` does not know.
+    """
+    if section not in config:
+        raise ValueError(
+            f"config.{section} is missing: family {config.family!r} reads its options from it "
+            f"(valid keys: {sorted(init_fields(cls))}); see the experiments/*_{section}.py files."
+        )
+    return typed_options(cls, config[section], where=f"config.{section}")
+
+
+def _model(models: Registry, options: Any, *, where: str = "config.model", **fixed: Any) -> Any:
+    options = dict(plain(options))
+    return models.build(options.pop("name", None), options, where=where, **fixed)
+
+
+def _require_images(spec: DataSpec, family: str) -> None:
+    if spec.kind != "image":
+        raise ValueError(f"The {family} family models images; dataset {spec.name!r} has {spec.kind} data.")
+
+
+def bind_sampler(name: str, *, steps: int, options: Mapping[str, Any], where: str) -> Sampler:
+    """`SAMPLERS[name]` with `steps` and its keyword `options` bound, every option checked.
+
+    Args:
+      name: a key of `gl_jax.samplers.SAMPLERS`.
+      steps: the sampler's `steps`.
+      options: its other keyword options.
+      where: the options' config path, for messages.
+    """
+    options = dict(plain(options))
+    SAMPLERS.check_options(name, options, where=where)
+    return functools.partial(SAMPLERS[name], steps=steps, **options)
+
+
+def build_score(
+    config: ml_collections.ConfigDict, spec: DataSpec, *, load_params: ParamsLoader | None = None
+):
+    """Score-based diffusion (`config.model`, `config.sde`, `config.loss`, `config.sample`)."""
+    del load_params
+    model_options = dict(plain(config.model))
+    model = build_model(model_options.pop("name", None), model_options)
+    sde_options = dict(plain(config.sde))
+    sde = SDES.build(sde_options.pop("name", None), sde_options, where="config.sde")
+    sample = config.sample
+    sampler = bind_sampler(
+        sample.sampler, steps=sample.steps, options=sample.options, where="config.sample.options"
+    )
+    if sample.threshold != "none" and spec.kind != "image":
+        raise ValueError(
+            f"config.sample.threshold={sample.threshold!r} keeps samples in the image range "
+            f"[-1, 1]; dataset {spec.name!r} is not images, so set config.sample.threshold='none'."
+        )
+    family = ScoreDiffusion(
+        model=model,
+        sde=sde,
+        data_shape=tuple(spec.shape),
+        prediction=config.loss.prediction,
+        noise_cond=config.loss.noise_cond,
+        guidance=sample.guidance,
+        weighting=WEIGHTINGS.build(config.loss.weighting, where="config.loss.weighting"),
+        time_sampling=TIME_SAMPLINGS.build(config.loss.time_sampling, where="config.loss.time_sampling"),
+        reduce=config.loss.reduce,
+        sampler=sampler,
+        threshold=sample.threshold,
+        pixel_levels=spec.levels if spec.kind == "image" else None,
+    )
+    if family.num_classes and spec.num_classes is None:
+        raise ValueError(
+            f"config.model asks for {family.num_classes} classes but dataset {spec.name!r} has no labels; "
+            "set config.model.num_classes=0."
+        )
+    return family
+
+
+def build_gan(config: ml_collections.ConfigDict, spec: DataSpec, *, load_params: ParamsLoader | None = None):
+    """A GAN (`config.model`, `config.gan`); the players' optimizer options replace `config.optim`'s."""
+    del load_params
+    options = options_from_config(GANOptions, config, "gan")
+    _require_images(spec, "GAN")
+    allowed = [k for k in config.optim if k != "grad_accum_steps"]
+    for player in ("generator_optim", "discriminator_optim"):
+        check_keys(dict(getattr(options, player)), allowed, where=f"config.gan.{player}", what="config.optim")
+    model = _model(GAN_MODELS, config.model, image_shape=tuple(spec.shape))
+    return GAN(model=model, data_shape=tuple(spec.shape), options=options)
+
+
+def vae_from_options(
+    model_options: Any, options: VAEOptions, spec: DataSpec, *, dequantized: bool, where: str = "config.model"
+) -> VAE:
+    """A VAE from its model section and typed options (the `vae` family, and latent diffusion's autoencoder).
+
+    Args:
+      model_options: the model section (`name` and the network's options).
+      options: the VAE's options.
+      spec: the image dataset.
+      dequantized: whether the pipeline dequantizes images (`config.data.dequantize`).
+      where: the model section's config path, for messages.
+    """
+    out = spec.shape[-1] * params_per_channel(options.decoder, options.num_mixtures)
+    return VAE(
+        model=_model(VAE_MODELS, model_options, where=where, out_channels=out),
+        data_shape=tuple(spec.shape),
+        levels=spec.levels,
+        dequantized=dequantized,
+        options=options,
+    )
+
+
+def build_vae(config: ml_collections.ConfigDict, spec: DataSpec, *, load_params: ParamsLoader | None = None):
+    """A VAE (`config.model`, `config.vae`) over the dataset's integer pixel levels."""
+    del load_params
+    options = options_from_config(VAEOptions, config, "vae")
+    _require_images(spec, "VAE")
+    return vae_from_options(
+        config.model, options, spec, dequantized=config.data.dequantize, where="config.model"
+    )
+
+
+def build_autoregressive(
+    config: ml_collections.ConfigDict, spec: DataSpec, *, load_params: ParamsLoader | None = None
+):
+    """An autoregressive transformer (`config.model`, `config.ar`) over pixel levels or text bytes."""
+    del load_params
+    options = options_from_config(AROptions, config, "ar")
+    image = spec.kind == "image"
+    vocab = options.vocab_size
+    if not vocab:
+        if image:
+            vocab = spec.levels
+        elif spec.name.startswith("text/"):
+            vocab = BYTE_VOCAB
+        else:
+            raise ValueError(
+                f"Dataset {spec.name!r} holds {spec.kind} data; set config.ar.vocab_size to the number "
+                "of token values its examples take (stored as floats 0, 1, ..., vocab_size - 1)."
+            )
+    if image and vocab != spec.levels:
+        raise ValueError(
+            f"config.ar.vocab_size={vocab} differs from the {spec.levels} levels of {spec.name!r}."
+        )
+    length = math.prod(spec.shape)
+    return Autoregressive(
+        model=_model(AR_MODELS, config.model, vocab_size=vocab, max_len=length),
+        data_shape=tuple(spec.shape),
+        vocab_size=vocab,
+        image=image,
+        dequantized=config.data.dequantize,
+        options=options,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentSource:
+    """`config.latent`: where the autoencoder comes from, and `LatentOptions`.
+
+    Attributes:
+      vae_checkpoint: the VAE run's workdir, its `checkpoints` folder, or one step folder in it.
+      vae_model: the VAE run's `config.model` (the autoencoder must be rebuilt exactly).
+      vae: the VAE run's `config.vae`.
+      vae_step: the checkpoint step to read (-1: the latest).
+      vae_use_ema: read the EMA parameters (else the raw ones).
+      allow_random_vae: with no `vae_checkpoint`, use a randomly initialised VAE (smoke runs only).
+      encode, scale: see `LatentOptions`.
+    """
+
+    vae_checkpoint: str = ""
+    vae_model: tuple = ()
+    vae: tuple = ()
+    vae_step: int = -1
+    vae_use_ema: bool = True
+    allow_random_vae: bool = False
+    encode: str = "sample"
+    scale: float = 1.0
+
+
+def build_latent(
+    config: ml_collections.ConfigDict, spec: DataSpec, *, load_params: ParamsLoader | None = None
+):
+    """Latent diffusion (`config.latent`, and `config.model`/`sde`/`loss`/`sample` for the diffusion part).
+
+    Args:
+      config: the experiment config.
+      spec: the image dataset.
+      load_params: reads the VAE run's parameters (needed when `config.latent.vae_checkpoint` is set).
+    """
+    source = options_from_config(LatentSource, config, "latent")
+    options = typed_options(
+        LatentOptions, {"encode": source.encode, "scale": source.scale}, where="config.latent"
+    )
+    _require_images(spec, "latent diffusion")
+    vae_options = typed_options(VAEOptions, dict(source.vae), where="config.latent.vae")
+    vae = vae_from_options(
+        dict(source.vae_model),
+        vae_options,
+        spec,
+        dequantized=config.data.dequantize,
+        where="config.latent.vae_model",
+    )
+    latent_spec = dataclasses.replace(
+        spec, name=f"latents of {spec.name}", shape=vae.latent_shape, levels=None, num_classes=None
+    )
+    if source.vae_checkpoint:
+        if load_params is None:
+            raise ValueError("config.latent.vae_checkpoint is set but no parameter loader was given.")
+        target = jax.eval_shape(vae.init, jax.random.key(0))
+        try:
+            vae_params = load_params(
+                source.vae_checkpoint, target, step=source.vae_step, use_ema=source.vae_use_ema
+            )
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"{e} config.latent.vae_checkpoint must name the workdir of a trained VAE run (train one "
+                "with the matching experiments/*_vae.py first)."
+            ) from None
+        except ValueError as e:
+            raise ValueError(
+                f"{e} Set config.latent.vae_model and config.latent.vae to the config.model and config.vae "
+                "of the run that wrote it, or name another step with config.latent.vae_step."
+            ) from None
+    elif source.allow_random_vae:
+        vae_params = None
+    else:
+        raise ValueError(
+            "config.latent.vae_checkpoint is empty: name the workdir of a trained VAE run (or set "
+            "config.latent.allow_random_vae=True for a smoke run)."
+        )
+    return LatentDiffusion(
+        vae=vae,
+        diffusion=build_score(config, latent_spec),
+        vae_params=vae_params,
+        options=options,
+    )

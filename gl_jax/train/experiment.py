@@ -1,0 +1,273 @@
+"""The run object: a config turned into what train, sample, stats and eval share.
+
+`Experiment(config)` opens the dataset (preparing ours on first use), builds the family from
+`config.family` (the family table, `gl_jax.families.FAMILIES`), the optimizer (the config's, or the
+family's per-group one), the device mesh and the run's keys; it gives the fresh or abstract replicated
+state, the data pipeline of this process's shards, a fixed eval set, the parameters to sample with, and
+the latest sound checkpoint of a workdir for readers (`restore`). Every job (`gl_jax.train.loop`,
+`gl_jax.eval.sample`, `gl_jax.eval.reference`, `gl_jax.eval.evaluate`) starts from one.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from gl_jax import plots
+from gl_jax.data.pipeline import load_arrays, make_dataset
+from gl_jax.data.sources import open_dataset
+from gl_jax.families import Family, build_family
+from gl_jax.train import parallel
+from gl_jax.train.checkpoint import Checkpointer, CheckpointError
+from gl_jax.train.optim import make_optimizer
+from gl_jax.train.saved_params import load_params
+from gl_jax.train.state import TrainState
+from gl_jax.train.step import ema_init_weight
+from gl_jax.train.workdir import prepare_workdir
+
+__all__ = ["Experiment", "sampling_params", "check_devices", "local_copy", "any_process", "reading_workdir"]
+
+log = logging.getLogger(__name__)
+
+
+def check_devices(config: ml_collections.ConfigDict) -> None:
+    """The checks that depend on the devices and processes (`check_config` did the rest)."""
+    batch, accum = config.data.batch_size, config.optim.grad_accum_steps
+    n_dev = jax.device_count()
+    if batch % (n_dev * accum):
+        raise ValueError(
+            f"config.data.batch_size={batch} must be divisible by the {n_dev} devices times "
+            f"config.optim.grad_accum_steps={accum} (every micro-batch is spread over all devices)."
+        )
+    shards, n_proc = num_shards(config), jax.process_count()
+    if shards % n_proc or batch % shards:
+        raise ValueError(
+            f"config.data.num_shards={shards} must be a multiple of the {n_proc} processes and divide "
+            f"config.data.batch_size={batch}; set it to 0 for one shard per process."
+        )
+
+
+def num_shards(config: ml_collections.ConfigDict) -> int:
+    """`config.data.num_shards`, or one shard per process when it is 0."""
+    return config.data.num_shards or jax.process_count()
+
+
+def _shard_seed(seed: int, shard: int) -> int:
+    """Shuffle seed of a data shard: shard 0 shuffles with the run's seed itself (a one-shard run too), the
+    others get independent ones, so shards are not shuffled in lockstep."""
+    if shard == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, shard]).generate_state(1)[0])
+
+
+def _process_zero_first(fn, *args, **kwargs):
+    """Runs `fn` on process 0, then on the others (a dataset is prepared once on a shared disk)."""
+    if jax.process_count() == 1:
+        return fn(*args, **kwargs)
+    if jax.process_index() == 0:
+        out = fn(*args, **kwargs)
+    multihost_utils.sync_global_devices("gl_jax: process 0 ran " + fn.__name__)
+    if jax.process_index() != 0:
+        out = fn(*args, **kwargs)
+    return out
+
+
+def local_copy(tree):
+    """This process's copy of replicated global arrays, so process 0 can evaluate and sample alone."""
+    if jax.process_count() == 1:
+        return tree
+    return jax.tree.map(lambda x: x.addressable_data(0), tree)
+
+
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is set on any process (all processes must call this at the same step)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+
+
+def sampling_params(state: TrainState, config: ml_collections.ConfigDict) -> dict:
+    """The parameters to sample or evaluate with: the EMA ones if `config.sample.use_ema`, else the raw
+    ones.
+
+    Warns when the EMA still holds much of the random initialisation: after n steps without warm-up its
+    weight on the initial parameters is ema_decay^n (43% after 846 steps at 0.999), and samples from it
+    are noise however well the raw parameters have trained.
+    """
+    if not config.sample.use_ema:
+        return state.params
+    step, decay = int(state.step), float(config.train.ema_decay)
+    left = ema_init_weight(step, decay, warmup=bool(config.train.ema_warmup))
+    if left > 0.1:
+        log.warning(
+            "Sampling with the EMA parameters at step %d: with config.train.ema_decay=%g, %.0f%% of them "
+            "is still the random initialisation, so samples will be poor. Train longer (or train with "
+            "--config.train.ema_warmup=True), or pass --config.sample.use_ema=False to use the raw "
+            "parameters.",
+            step,
+            decay,
+            100 * left,
+        )
+    return state.ema_params
+
+
+class Experiment:
+    """What every job of one config shares: data spec and sources, family, optimizer, mesh, keys, state.
+
+    Args:
+      config: an experiment config (see `experiments/`), already checked (`check_config`).
+      load_train: read this process's shards of the train split into memory (training and `--mode stats`
+        do; sampling and evaluation need only the eval split).
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, *, load_train: bool):
+        self.config = config
+        self.spec, sources = _process_zero_first(
+            open_dataset, config.data.name, data_dir=config.data.data_dir or None
+        )
+        self.shards: dict[int, dict[str, np.ndarray]] = {}
+        self.arrays = None
+        if load_train:
+            # Process p reads shards p * S / P ... (p + 1) * S / P - 1 of S: disjoint, together the split.
+            num, per = num_shards(config), num_shards(config) // jax.process_count()
+            first = jax.process_index() * per
+            self.shards = {
+                s: load_arrays(sources["train"], self.spec, shard_index=s, shard_count=num)
+                for s in range(first, first + per)
+            }
+            self.arrays = {
+                k: np.concatenate([a[k] for a in self.shards.values()]) for k in self.shards[first]
+            }
+        self.eval_source = sources.get(config.data.eval_split)
+        self._eval_batches = None
+        self.family: Family = build_family(config, self.spec, load_params=load_params)
+        # Compiled once per run, reused at every evaluation.
+        self.sample_fn = jax.jit(self.family.sample, static_argnums=(2,))
+        self.loss_fn = jax.jit(self.family.loss)
+        optim = {k: v for k, v in config.optim.items() if k != "grad_accum_steps"}  # A step option.
+        # A family may give parameter groups their own optimizers (a GAN's two players); `base` is the
+        # config's optimizer with some options replaced.
+        base = functools.partial(make_optimizer, **{**optim, "total_steps": config.train.num_steps})
+        self.tx = self.family.optimizer(base)
+        self.mesh = parallel.make_mesh()
+        key = jax.random.key(config.seed)
+        self.init_key, self.step_key, self.sample_key = jax.random.split(key, 3)
+
+    def train_dataset(self) -> grain.MapDataset:
+        """This process's part of each global batch: its shards' batches, concatenated `[B / P, ...]`."""
+        data = self.config.data
+        parts = [
+            make_dataset(
+                arrays,
+                self.spec,
+                batch_size=data.batch_size // num_shards(self.config),
+                seed=_shard_seed(self.config.seed, shard),
+                flip=data.flip,
+                dequantize=data.dequantize,
+            )
+            for shard, arrays in self.shards.items()
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        # Batch i of every shard, side by side; one index, so the iterator state stays one number.
+        return grain.MapDataset.range(len(parts[0])).map(
+            lambda i: {k: np.concatenate([p[i][k] for p in parts]) for k in parts[0][i]}
+        )
+
+    def _create_state(self, key: jax.Array) -> TrainState:
+        return TrainState.create(params=self.family.init(key), tx=self.tx)
+
+    def init_state(self) -> TrainState:
+        """The fresh state of step 0, replicated over the mesh."""
+        return parallel.init_replicated(self._create_state, self.init_key, self.mesh)
+
+    def abstract_state(self) -> TrainState:
+        """`init_state`'s shapes and shardings, computing nothing: the target a checkpoint is read into."""
+        return parallel.abstract_replicated(self._create_state, self.init_key, self.mesh)
+
+    def eval_batches(self):
+        """Up to 4 fixed batches of the eval split (read once)."""
+        if self._eval_batches is None:
+            arrays = load_arrays(self.eval_source, self.spec)
+            size = min(len(arrays["x"]), self.config.data.batch_size)
+            ds = make_dataset(arrays, self.spec, batch_size=size, seed=0, shuffle=False, repeat=False)
+            self._eval_batches = [ds[i] for i in range(min(4, len(ds)))]
+        return self._eval_batches
+
+    def reference_points(self) -> np.ndarray | None:
+        """Up to 2000 training points drawn under vector samples' scatter plots (None for images)."""
+        if self.spec.kind == "vector" and self.arrays is not None:
+            return self.arrays["x"][:2000]
+        return None
+
+    def sample_picture(self, params, key, path: str) -> np.ndarray:
+        """`config.sample.num_samples` samples with this process's copy of `params`; process 0 writes the
+        picture (a grid of images, or a scatter plot over the data for 2-D points) to `path`."""
+        num = self.config.sample.num_samples
+        samples = np.asarray(jax.device_get(self.sample_fn(local_copy(params), key, num)))
+        if jax.process_index() == 0:
+            plots.save_samples(path, samples, reference=self.reference_points())
+        return samples
+
+    def eval_loss(self, params, key) -> float | None:
+        """Mean loss of `params` on up to 4 fixed batches of the eval split (None without the split)."""
+        if self.eval_source is None:
+            return None
+        params = local_copy(params)
+        losses = []
+        for i, batch in enumerate(self.eval_batches()):
+            keys = jax.random.split(jax.random.fold_in(key, i), len(batch["x"]))
+            losses.append(float(self.loss_fn(params, batch, keys)[0]))
+        return float(np.mean(losses))
+
+    def sampling_params(self, state: TrainState) -> dict:
+        """`sampling_params(state, self.config)`."""
+        return sampling_params(state, self.config)
+
+    def restore(self, workdir: str, *, purpose: str) -> TrainState:
+        """The latest sound checkpoint of `workdir`, read without writing in `checkpoints/` (a reader may
+        run beside the training process).
+
+        Args:
+          workdir: from `reading_workdir`.
+          purpose: what the reader does, for messages ("sample from", "evaluate").
+
+        Raises:
+          CheckpointError: there is no checkpoint (the message says to train first) or none is sound.
+        """
+        checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
+        try:
+            restored = checkpointer.restore_latest(self.abstract_state())
+        finally:
+            checkpointer.close()
+        if restored is None:
+            raise _no_checkpoint(workdir, purpose)
+        return restored[0]
+
+
+def _no_checkpoint(workdir: str, purpose: str) -> CheckpointError:
+    return CheckpointError(
+        f"No checkpoint in {workdir}/checkpoints to {purpose}; train first with --mode train, or pass "
+        "the --workdir of a trained run."
+    )
+
+
+def reading_workdir(workdir: str, *, purpose: str) -> str:
+    """The absolute folder of a trained run that a sample or eval job reads (and writes pictures in).
+
+    Raises:
+      CheckpointError: it has no `checkpoints/` folder (the message says to train first).
+      WorkdirError: it is empty or not writable.
+    """
+    if workdir and str(workdir).strip():
+        folder = os.path.abspath(os.path.expanduser(workdir))
+        if not os.path.isdir(os.path.join(folder, "checkpoints")):
+            raise _no_checkpoint(folder, purpose)
+    return prepare_workdir(workdir, create=False)
