@@ -64,6 +64,7 @@ from gl_jax.families.vae import VAE
 from gl_jax.likelihood import bits_per_dim, ode_log_likelihood, uniform_dequantize
 from gl_jax.train import TrainState, make_optimizer, make_train_step, parallel
 from gl_jax.train.checkpoint import Checkpointer
+from gl_jax.train.saved_params import load_params
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Row name -> experiment file; the VAE runs before latent diffusion, which reads its checkpoint.
@@ -86,7 +87,7 @@ def load_config(name: str, variant: str) -> ml_collections.ConfigDict:
 def train(config, *, budget_s: float, max_steps: int, data_dir: str | None):
     """Trains `config` for `budget_s` seconds of steps (or `max_steps`); (family, state, spec, info)."""
     spec, sources = open_dataset(config.data.name, data_dir=data_dir)
-    family = build_family(config, spec)
+    family = build_family(config, spec, load_params=load_params)
     data = make_dataset(
         load_arrays(sources["train"], spec),
         spec,

@@ -8,9 +8,10 @@ score_sde's `vp/ddpm` row (DDPM's 1,000 linear betas), diffusers as `UNet2DModel
 (`benchmarks.p3_train_throughput.diffusers_ddpm_unet`); random weights, nothing downloaded; parameter
 counts are printed and must match.
 
-  * gl_jax: `jax.jit` of `ScoreDiffusion.sample_with(params, key, batch, sampler="ddim", steps=50,
-    options=(("eta", 0.0),))`: the prior draw, the 50 network evaluations and DDIM updates in one
-    `lax.scan`, one compiled call. Compilation is timed separately and excluded from the rate.
+  * gl_jax: `jax.jit` of `ScoreDiffusion.sample_counted(params, key, batch)` with the sampler
+    `functools.partial(ddim, steps=50, eta=0.0)` bound (`with_sampler`): the prior draw, the 50 network
+    evaluations and DDIM updates in one `lax.scan`, one compiled call. Compilation is timed separately
+    and excluded from the rate.
   * diffusers: `DDIMPipeline(unet, DDIMScheduler(1000 linear betas))(batch_size, num_inference_steps=50,
     eta=0.0, output_type="np")`: its Python loop calls the network and `DDIMScheduler.step` once per step
     under `torch.no_grad()`, network in eval mode (dropout off on both sides), progress bar off.
@@ -37,6 +38,7 @@ Run (after `make bench-install`; ~4 minutes at the defaults on 2 busy CPU cores)
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -48,6 +50,7 @@ import numpy as np
 from benchmarks.p3_train_throughput import GLJAX_ROW, IMAGE_SHAPE, diffusers_ddpm_unet
 from gl_jax.families import build_family
 from gl_jax.published_configs import score_sde_cifar10
+from gl_jax.samplers import SAMPLERS
 from gl_jax.spec import DataSpec
 
 STEPS = 50
@@ -72,10 +75,8 @@ def bench(ch: int, batch: int, repeats: int, torch_threads: int) -> dict:
     family = build_family(config, DataSpec("cifar10-shaped", "image", IMAGE_SHAPE, 256, None, {}))
     params = jax.jit(family.init)(jax.random.key(0))
     ours_params = sum(x.size for x in jax.tree.leaves(params))
-    options = (("eta", 0.0),)
-    sample = jax.jit(
-        lambda p, k: family.sample_with(p, k, batch, sampler="ddim", steps=STEPS, options=options).x
-    )
+    ddim = family.with_sampler(functools.partial(SAMPLERS["ddim"], steps=STEPS, eta=0.0), threshold="none")
+    sample = jax.jit(lambda p, k: ddim.sample_counted(p, k, batch).x)
     key = jax.random.key(1)
     start = time.perf_counter()
     compiled = sample.lower(params, key).compile()
