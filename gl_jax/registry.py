@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
@@ -82,9 +83,15 @@ class Registry(Mapping[str, T], Generic[T]):
         self._skip = frozenset(skip)
 
     def __getitem__(self, name: str) -> T:
+        return self.lookup(name)
+
+    def lookup(self, name: str, *, where: str | None = None) -> T:
+        """The builder of `name`; an unknown name is a `ValueError` naming the choices, the nearest one
+        and, given `where`, the config path the name came from."""
         if name not in self._entries:
+            at = f" ({where})" if where else ""
             raise ValueError(
-                f"Unknown {self.kind} {name!r}; choose one of {sorted(self._entries)}."
+                f"Unknown {self.kind} {name!r}{at}; choose one of {sorted(self._entries)}."
                 f"{did_you_mean(name, self._entries)}"
             )
         return self._entries[name]
@@ -111,10 +118,10 @@ class Registry(Mapping[str, T], Generic[T]):
             raise ValueError(f"The {self.kind} name {name!r} is taken by {self._entries[name]!r}.")
         self._entries[name] = builder
 
-    def options(self, name: str) -> list[str]:
+    def options(self, name: str, *, where: str | None = None) -> list[str]:
         """The keyword options `name`'s builder takes: init fields of a dataclass (plus `variant` for a
         class with a `VARIANTS` table), or keyword-only parameters of a function."""
-        builder = self[name]
+        builder = self.lookup(name, where=where)
         if dataclasses.is_dataclass(builder):
             names = init_fields(builder) + (["variant"] if getattr(builder, "VARIANTS", None) else [])
         else:
@@ -122,11 +129,23 @@ class Registry(Mapping[str, T], Generic[T]):
             names = [p.name for p in params if p.kind == p.KEYWORD_ONLY]
         return [n for n in names if n not in self._skip]
 
-    def check_options(self, name: str, options: Iterable[str], *, where: str) -> None:
-        """Raises `ValueError` on an option `name`'s builder does not take, naming it at `where`."""
-        check_keys(options, self.options(name), where=where, what=f"{self.kind} {name!r}")
+    def check_options(
+        self, name: str, options: Iterable[str], *, where: str, name_at: str | None = None
+    ) -> None:
+        """Raises `ValueError` on an unknown `name` (naming `name_at`, its config path) or an option its
+        builder does not take (naming it at `where`)."""
+        allowed = self.options(name, where=name_at)
+        check_keys(options, allowed, where=where, what=f"{self.kind} {name!r}")
 
-    def build(self, name: str, options: Mapping[str, Any] | None = None, *, where: str, **fixed: Any) -> Any:
+    def build(
+        self,
+        name: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        where: str,
+        name_at: str | None = None,
+        **fixed: Any,
+    ) -> Any:
         """`builder(**options, **fixed)` after checking every option.
 
         A class with a `VARIANTS` table takes the option `variant`: `builder.from_variant(variant, ...)`,
@@ -136,11 +155,13 @@ class Registry(Mapping[str, T], Generic[T]):
           name: the builder's name.
           options: options from the config (ConfigDicts and lists are made plain and hashable).
           where: the options' config path, for messages, e.g. "config.model".
+          name_at: the name's config path (default `<where>.name`).
           **fixed: options the caller sets from elsewhere (e.g. the data's shape), not the config's.
         """
-        builder = self[name]
+        name_at = name_at or f"{where}.name"
+        builder = self.lookup(name, where=name_at)
         options = dict(plain(options or {}))
-        allowed = [k for k in self.options(name) if k not in fixed]
+        allowed = [k for k in self.options(name, where=name_at) if k not in fixed]
         check_keys(options, allowed, where=where, what=f"{self.kind} {name!r}")
         variant = options.pop("variant", None)
         if variant is not None:
@@ -150,9 +171,9 @@ class Registry(Mapping[str, T], Generic[T]):
                     f"Unknown variant {variant!r} of {self.kind} {name!r}; choose one of {sorted(variants)}."
                     f"{did_you_mean(variant, variants)}"
                 )
-        try:
-            if variant is not None:
-                return builder.from_variant(variant, **options, **fixed)
-            return builder(**options, **fixed)
+        make = functools.partial(builder.from_variant, variant) if variant is not None else builder
+        try:  # Only the arguments are checked here: an error inside the builder is its own.
+            inspect.signature(make).bind(**options, **fixed)
         except TypeError as e:
             raise ValueError(f"Bad {where} options for {self.kind} {name!r}: {e}") from None
+        return make(**options, **fixed)

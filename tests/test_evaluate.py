@@ -207,7 +207,9 @@ def test_unknown_sampler_in_settings_names_the_valid_ones(tmp_path, data_dir):
     config = load_config("digits_vp", "smoke")
     config.data.data_dir = data_dir
     config.eval.settings = ml_collections.ConfigDict({"fast": {"sampler": "ddmi", "steps": 10}})
-    with pytest.raises(ValueError, match=r"Unknown sampler 'ddmi' in config.eval.settings.fast") as info:
+    with pytest.raises(
+        ValueError, match=r"Unknown sampler 'ddmi' \(config.eval.settings.fast.sampler\)"
+    ) as info:
         evaluate.evaluate(config, str(tmp_path))
     assert all(name in str(info.value) for name in SAMPLERS) and "Did you mean 'ddim'?" in str(info.value)
     config.eval.settings = ml_collections.ConfigDict(
@@ -278,13 +280,13 @@ def test_threshold_of_a_setting_defaults_to_the_configs_and_is_checked(tmp_path,
     assert (a.threshold, b.threshold) == ("dynamic", "static")
     # Vector data has no [-1, 1] range to keep: a setting's threshold is refused as the config's is.
     vectors = types.SimpleNamespace(kind="vector", name="toy")
-    with pytest.raises(ValueError, match=r"Setting 'b' has threshold 'static'.*dataset 'toy' is not images"):
+    with pytest.raises(ValueError, match=r"settings.b.threshold='static'.*dataset 'toy' is not images"):
         resolve(eval_settings(config)[1], config, family, vectors)
     # Samples drawn with another threshold are not resumed as these.
     assert _setting_fingerprint(config, a, 2) != _setting_fingerprint(config, b, 2)
     config.eval.settings.b.threshold = "statc"
     config.data.data_dir = data_dir
     with pytest.raises(
-        ValueError, match=r"Unknown threshold 'statc' in config.eval.settings.b.threshold.*'static'"
+        ValueError, match=r"Unknown threshold 'statc' \(config.eval.settings.b.threshold\).*'static'"
     ):
         evaluate.evaluate(config, str(tmp_path))

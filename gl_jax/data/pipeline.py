@@ -11,6 +11,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
+from gl_jax import pixels
 from gl_jax.spec import DataSpec
 
 __all__ = ["load_arrays", "make_dataset", "make_iterator", "preprocess_images"]
@@ -25,12 +26,9 @@ def preprocess_images(
     u ~ U[0, 1), so a density on [-1, 1]^D relates to the discrete likelihood by log(levels / 2) per
     dimension. Without it, x = k / (levels - 1): 0 maps to -1 and levels - 1 to 1.
     """
-    x = images.astype(np.float32)
     if rng is not None:
-        x = (x + rng.uniform(size=x.shape).astype(np.float32)) / levels
-    else:
-        x = x / (levels - 1)
-    return 2.0 * x - 1.0
+        return pixels.dequantized(images, rng.uniform(size=images.shape).astype(np.float32), levels=levels)
+    return pixels.to_signed(images, levels=levels)
 
 
 def load_arrays(

@@ -186,7 +186,6 @@ def _bits_per_dim(run: Experiment, params: Any, step: int, folder: str) -> dict[
         "examples": int(len(bpd)),
         "split": config.data.eval_split,
         "nfe": float(np.mean(nfe)),
-        "dequantized": spec.kind == "image",
         "conditional": conditional,  # log p(x | label) for class-conditional models.
         "seconds": round(progress.seconds, 3),
     }
@@ -232,7 +231,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
     params, step = run.sampling_params(state), int(state.step)
     out_dir = os.path.join(workdir, "eval")
     extractor = feature_extractor(config, run.spec)
-    reference = compute_stats(config, extractor=extractor)
+    reference = compute_stats(config, extractor=extractor, run=run)
     report: dict[str, Any] = {
         "checkpoint_step": step,
         "use_ema": bool(config.sample.use_ema),

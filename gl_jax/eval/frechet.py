@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gl_jax import files
+
 __all__ = [
     "FeatureStats",
     "StatsAccumulator",
@@ -175,11 +177,7 @@ def fid(samples: np.ndarray | FeatureStats, reference: np.ndarray | FeatureStats
 
 def save_stats(path: str | os.PathLike, stats: FeatureStats) -> None:
     """Writes `FeatureStats` to an `.npz` (keys `mu`, `sigma`, `num`), through a temporary file."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.npz"  # np.savez appends `.npz` to names without it.
-    np.savez(tmp, mu=stats.mu, sigma=stats.sigma, num=np.int64(stats.num))
-    os.replace(tmp, path)
+    files.save_npz(os.fspath(path), mu=stats.mu, sigma=stats.sigma, num=np.int64(stats.num))
 
 
 def load_stats(path: str | os.PathLike) -> FeatureStats:

@@ -22,11 +22,12 @@ import tqdm
 
 from gl_jax import files
 from gl_jax.data.pipeline import load_arrays, make_dataset
-from gl_jax.data.sources import open_dataset, resolve_data_dir
+from gl_jax.data.sources import resolve_data_dir
 from gl_jax.eval.features import Extractor, inception_extractor
 from gl_jax.eval.frechet import FeatureStats, StatsAccumulator
 from gl_jax.eval.inception import InceptionOutputs
 from gl_jax.spec import DataSpec
+from gl_jax.train.experiment import Experiment
 from gl_jax.train.workdir import WorkdirError
 
 __all__ = ["ReferenceStats", "compute_stats", "feature_extractor", "feature_kind", "stats_path"]
@@ -119,7 +120,9 @@ def _load_reference(path: str, meta: dict) -> ReferenceStats:
     return ReferenceStats(stats, np.asarray(f["features"], np.float32), path)
 
 
-def compute_stats(config: ml_collections.ConfigDict, *, extractor: Extractor | None = None) -> ReferenceStats:
+def compute_stats(
+    config: ml_collections.ConfigDict, *, extractor: Extractor | None = None, run: Experiment | None = None
+) -> ReferenceStats:
     """Reference statistics of `config.stats.split`, read from `stats_path` or computed and written there.
 
     Images are taken in the split's order, scaled to [-1, 1] without dequantization (and quantized to 8-bit
@@ -129,6 +132,7 @@ def compute_stats(config: ml_collections.ConfigDict, *, extractor: Extractor | N
     Args:
       config: an experiment config; reads `config.data` and `config.stats`.
       extractor: the feature extractor; the FID Inception (raw vectors for vector data) when None.
+      run: the job's `Experiment` (its data spec and sources); made from `config` when None.
 
     Returns:
       `ReferenceStats(stats, features, path)`.
@@ -140,7 +144,8 @@ def compute_stats(config: ml_collections.ConfigDict, *, extractor: Extractor | N
         raise ValueError(
             f"config.stats.num_features must be >= 2 (KID needs pairs), got {config.stats.num_features}."
         )
-    spec, sources = open_dataset(config.data.name, data_dir=config.data.data_dir or None)
+    run = run if run is not None else Experiment(config, load_train=False)
+    spec, sources = run.spec, run.sources
     path = stats_path(config, spec)
     meta = _stats_meta(config, spec)
     if os.path.exists(path):

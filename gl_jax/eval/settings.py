@@ -8,14 +8,14 @@ optionally a thresholding method; an empty `config.eval.settings` evaluates the 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from typing import Any
 
 import ml_collections
 
 from gl_jax.families import Family, Sampler
-from gl_jax.registry import check_keys, did_you_mean, plain
+from gl_jax.families.build import bind_sampler, check_threshold
+from gl_jax.registry import check_keys, plain
 from gl_jax.samplers import SAMPLERS, THRESHOLDS
 from gl_jax.spec import DataSpec
 
@@ -45,19 +45,11 @@ class EvalSetting:
     threshold: str | None = None
 
 
-def _sampler_options(sampler: str, options: Any, where: str) -> tuple[tuple[str, Any], ...]:
+def _sampler_options(sampler: str, options: Any, where: str, name_at: str) -> tuple[tuple[str, Any], ...]:
     """Checks keyword options against the sampler's; returns them as sorted, hashable pairs."""
     options = dict(plain(options or {}))
-    SAMPLERS.check_options(sampler, options, where=where)
+    SAMPLERS.check_options(sampler, options, where=where, name_at=name_at)
     return tuple(sorted(options.items()))
-
-
-def _check_threshold(threshold: str | None, where: str) -> None:
-    if threshold is not None and threshold not in THRESHOLDS:
-        raise ValueError(
-            f"Unknown threshold {threshold!r} in {where}; choose one of {list(THRESHOLDS)}."
-            f"{did_you_mean(threshold, THRESHOLDS)}"
-        )
 
 
 def eval_settings(config: ml_collections.ConfigDict) -> list[EvalSetting]:
@@ -81,17 +73,13 @@ def eval_settings(config: ml_collections.ConfigDict) -> list[EvalSetting]:
         if "sampler" not in setting or "steps" not in setting:
             raise ValueError(f"{where} needs 'sampler' and 'steps' (and optionally 'options', 'threshold').")
         sampler = setting["sampler"]
-        if sampler not in SAMPLERS:
-            raise ValueError(
-                f"Unknown sampler {sampler!r} in {where}.sampler; choose one of {sorted(SAMPLERS)}."
-                f"{did_you_mean(sampler, SAMPLERS)}"
-            )
         steps = setting["steps"]
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"{where}.steps must be an integer >= 1, got {steps!r}.")
-        options = _sampler_options(sampler, setting.get("options"), f"{where}.options")
+        options = _sampler_options(sampler, setting.get("options"), f"{where}.options", f"{where}.sampler")
         threshold = setting.get("threshold")
-        _check_threshold(threshold, f"{where}.threshold")
+        if threshold is not None:
+            THRESHOLDS.lookup(threshold, where=f"{where}.threshold")
         out.append(EvalSetting(name, sampler, steps, options, threshold))
     return out
 
@@ -105,7 +93,8 @@ def resolve(
       ValueError: the setting names a sampler or a threshold but the family samples one way only, or a
         threshold for data that are not images.
     """
-    threshold = setting.threshold if setting.threshold is not None else config.sample.threshold
+    own = setting.threshold is not None
+    threshold = setting.threshold if own else config.sample.threshold
     if not family.takes_samplers:
         if setting.sampler is not None or threshold != "none":
             raise ValueError(
@@ -113,14 +102,13 @@ def resolve(
                 f"config.sample.threshold 'none' (setting {setting.name!r})."
             )
         return setting
-    if threshold != "none" and spec.kind != "image":
-        raise ValueError(
-            f"Setting {setting.name!r} has threshold {threshold!r}, which keeps samples in the image range "
-            f"[-1, 1]; dataset {spec.name!r} is not images, so use threshold 'none'."
-        )
+    where = f"config.eval.settings.{setting.name}.threshold" if own else "config.sample.threshold"
+    check_threshold(threshold, spec, where=where)
     if setting.sampler is not None:
         return dataclasses.replace(setting, threshold=threshold)
-    options = _sampler_options(config.sample.sampler, config.sample.options, "config.sample.options")
+    options = _sampler_options(
+        config.sample.sampler, config.sample.options, "config.sample.options", "config.sample.sampler"
+    )
     return dataclasses.replace(
         setting,
         sampler=config.sample.sampler,
@@ -132,4 +120,5 @@ def resolve(
 
 def bind(setting: EvalSetting) -> Sampler:
     """The resolved setting's sampler with its steps and options bound."""
-    return functools.partial(SAMPLERS[setting.sampler], steps=setting.steps, **dict(setting.options))
+    where = f"config.eval.settings.{setting.name}"
+    return bind_sampler(setting.sampler, steps=setting.steps, options=dict(setting.options), where=where)

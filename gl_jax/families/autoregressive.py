@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -81,6 +81,8 @@ class Autoregressive(Family):
         resolved V is `vocab_size`).
     """
 
+    reports_bits_per_dim: ClassVar[bool] = True
+
     model: nn.Module
     data_shape: tuple[int, ...]
     vocab_size: int
@@ -128,6 +130,16 @@ class Autoregressive(Family):
         """-log p(x) per example in nats, `[B]` (bits/dim: / (T ln 2))."""
         tokens = self.tokens(x)
         return jnp.sum(token_nll(self.logits(params, tokens), tokens), axis=-1)
+
+    def bits_per_dim(
+        self, params: Any, key: jax.Array, x: jax.Array, labels: jax.Array | None, **options: Any
+    ) -> tuple[jax.Array, jax.Array]:
+        """The exact bits/dim `[B]` of test examples as the dataset stores them (integer pixel levels, or
+        token values as floats), and the one network evaluation it took."""
+        del key, labels, options  # Exact: no sampling, no options.
+        tokens = jnp.clip(jnp.round(x), 0, self.vocab_size - 1).astype(jnp.int32).reshape(x.shape[0], -1)
+        nll = jnp.sum(token_nll(self.logits(params, tokens), tokens), axis=-1)  # [B], nats
+        return nll / (self.length * math.log(2.0)), jnp.asarray(1)
 
     def sample_tokens(self, params: Any, key: jax.Array, num: int, *, use_cache: bool = True) -> jax.Array:
         """`num` sequences `[num, T]`; token t is drawn with `fold_in(key, t)` either way.

@@ -3,7 +3,8 @@
 A family binds networks, an objective and a way of sampling. It is a frozen dataclass (hashable, so its
 bound methods can be compiled with `jax.jit` and closed over) that subclasses `Family` and implements
 `init`, `loss` and `sample`; everything else has a default here, which a family overrides to say what
-more it can do. Nothing outside a family inspects it for attributes.
+more it can do. The trainer and the evaluator call these methods and read these class attributes, and
+nothing else of a family.
 """
 
 from __future__ import annotations

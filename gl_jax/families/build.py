@@ -19,23 +19,22 @@ import ml_collections
 
 from gl_jax.families.autoregressive import BYTE_VOCAB, AROptions, Autoregressive
 from gl_jax.families.base import Sampler
-from gl_jax.families.diffusion import ScoreDiffusion
+from gl_jax.families.diffusion import NOISE_CONDITIONS, ScoreDiffusion
 from gl_jax.families.gan import GAN, GANOptions
 from gl_jax.families.latent import LatentDiffusion, LatentOptions
 from gl_jax.families.vae import VAE, VAEOptions, params_per_channel
 from gl_jax.losses.score import TIME_SAMPLINGS, WEIGHTINGS
-from gl_jax.models.conv_vae import ConvVAE
-from gl_jax.models.dcgan import DCGAN
-from gl_jax.models.registry import build_model
-from gl_jax.models.transformer import Transformer
+from gl_jax.models.registry import AR_MODELS, GAN_MODELS, VAE_MODELS, build_model
+from gl_jax.parametrization import PREDICTIONS
 from gl_jax.registry import Registry, check_keys, init_fields, plain
-from gl_jax.samplers import SAMPLERS
+from gl_jax.samplers import SAMPLERS, THRESHOLDS
 from gl_jax.sde import EDMSDE, VESDE, VPSDE, DiscreteDDPM, RectifiedFlow, SubVPSDE
 from gl_jax.spec import DataSpec
 
 __all__ = [
     "SDES",
     "bind_sampler",
+    "check_threshold",
     "typed_options",
     "options_from_config",
     "build_score",
@@ -65,9 +64,6 @@ SDES = Registry(
         "ddpm": DiscreteDDPM,
     },
 )
-GAN_MODELS = Registry("GAN model", {"dcgan": DCGAN})
-VAE_MODELS = Registry("VAE model", {"conv_vae": ConvVAE})
-AR_MODELS = Registry("autoregressive model", {"transformer": Transformer})
 
 
 def typed_options(cls: type[T], options: Mapping[str, Any], *, where: str) -> T:
@@ -108,7 +104,9 @@ def _require_images(spec: DataSpec, family: str) -> None:
         raise ValueError(f"The {family} family models images; dataset {spec.name!r} has {spec.kind} data.")
 
 
-def bind_sampler(name: str, *, steps: int, options: Mapping[str, Any], where: str) -> Sampler:
+def bind_sampler(
+    name: str, *, steps: int, options: Mapping[str, Any], where: str, name_at: str | None = None
+) -> Sampler:
     """`SAMPLERS[name]` with `steps` and its keyword `options` bound, every option checked.
 
     Args:
@@ -116,10 +114,22 @@ def bind_sampler(name: str, *, steps: int, options: Mapping[str, Any], where: st
       steps: the sampler's `steps`.
       options: its other keyword options.
       where: the options' config path, for messages.
+      name_at: the sampler name's config path, for messages.
     """
     options = dict(plain(options))
-    SAMPLERS.check_options(name, options, where=where)
+    SAMPLERS.check_options(name, options, where=where, name_at=name_at)
     return functools.partial(SAMPLERS[name], steps=steps, **options)
+
+
+def check_threshold(threshold: str, spec: DataSpec, *, where: str) -> None:
+    """A thresholding method that exists (`gl_jax.samplers.THRESHOLDS`), and none but "none" for data
+    that are not images (thresholding keeps the denoised estimate in the image range [-1, 1])."""
+    THRESHOLDS.lookup(threshold, where=where)
+    if threshold != "none" and spec.kind != "image":
+        raise ValueError(
+            f"{where}={threshold!r} keeps samples in the image range [-1, 1]; dataset {spec.name!r} is not "
+            f"images, so set {where}='none'."
+        )
 
 
 def build_score(
@@ -135,11 +145,9 @@ def build_score(
     sampler = bind_sampler(
         sample.sampler, steps=sample.steps, options=sample.options, where="config.sample.options"
     )
-    if sample.threshold != "none" and spec.kind != "image":
-        raise ValueError(
-            f"config.sample.threshold={sample.threshold!r} keeps samples in the image range "
-            f"[-1, 1]; dataset {spec.name!r} is not images, so set config.sample.threshold='none'."
-        )
+    check_threshold(sample.threshold, spec, where="config.sample.threshold")
+    PREDICTIONS.lookup(config.loss.prediction, where="config.loss.prediction")
+    NOISE_CONDITIONS.lookup(config.loss.noise_cond, where="config.loss.noise_cond")
     family = ScoreDiffusion(
         model=model,
         sde=sde,
@@ -147,8 +155,12 @@ def build_score(
         prediction=config.loss.prediction,
         noise_cond=config.loss.noise_cond,
         guidance=sample.guidance,
-        weighting=WEIGHTINGS.build(config.loss.weighting, where="config.loss.weighting"),
-        time_sampling=TIME_SAMPLINGS.build(config.loss.time_sampling, where="config.loss.time_sampling"),
+        weighting=WEIGHTINGS.build(
+            config.loss.weighting, where="config.loss", name_at="config.loss.weighting"
+        ),
+        time_sampling=TIME_SAMPLINGS.build(
+            config.loss.time_sampling, where="config.loss", name_at="config.loss.time_sampling"
+        ),
         reduce=config.loss.reduce,
         sampler=sampler,
         threshold=sample.threshold,
@@ -286,6 +298,11 @@ def build_latent(
         dequantized=config.data.dequantize,
         where="config.latent.vae_model",
     )
+    if config.sample.threshold != "none":
+        raise ValueError(
+            f"config.sample.threshold={config.sample.threshold!r}: latents have no [-1, 1] range to keep; "
+            "set config.sample.threshold='none'."
+        )
     latent_spec = dataclasses.replace(
         spec, name=f"latents of {spec.name}", shape=vae.latent_shape, levels=None, num_classes=None
     )

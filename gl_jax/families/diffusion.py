@@ -27,6 +27,7 @@ from gl_jax.losses.score import (
     denoising_score_matching,
 )
 from gl_jax.parametrization import PREDICTIONS, convert
+from gl_jax.registry import Registry
 from gl_jax.samplers import SampleResult, euler_maruyama
 from gl_jax.samplers.conditional import guided_score
 from gl_jax.samplers.thresholding import THRESHOLDS, thresholded_score
@@ -47,12 +48,15 @@ def _sigma_over_alpha(sde: GaussianDiffusion, t: jax.Array) -> jax.Array:
 # positional embedding of its VP models); "log_sigma": log sigma(t), for NCSN++'s Fourier embedding on
 # the VE SDE (Song et al. 2021, appendix H); "sigma": the noise level sigma(t) / alpha(t), for networks
 # wrapped in EDM's preconditioning, which compute c_noise = ln(sigma) / 4 themselves (Karras et al. 2022).
-NOISE_CONDITIONS = {
-    "t": lambda sde, t: t,
-    "999t": lambda sde, t: 999.0 * t,
-    "log_sigma": lambda sde, t: jnp.log(sde.sigma(t)),
-    "sigma": _sigma_over_alpha,
-}
+NOISE_CONDITIONS = Registry(
+    "noise_cond",
+    {
+        "t": lambda sde, t: t,
+        "999t": lambda sde, t: 999.0 * t,
+        "log_sigma": lambda sde, t: jnp.log(sde.sigma(t)),
+        "sigma": _sigma_over_alpha,
+    },
+)
 
 
 def _model_attr(model: nn.Module, name: str, default: Any) -> Any:
@@ -104,14 +108,13 @@ class ScoreDiffusion(Family):
     pixel_levels: int | None = None
 
     def __post_init__(self):
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(f"Unknown prediction {self.prediction!r}; choose one of {PREDICTIONS}.")
-        if self.noise_cond not in NOISE_CONDITIONS:
-            raise ValueError(
-                f"Unknown noise_cond {self.noise_cond!r}; choose one of {sorted(NOISE_CONDITIONS)}."
-            )
-        if self.threshold not in THRESHOLDS:
-            raise ValueError(f"Unknown threshold {self.threshold!r}; choose one of {list(THRESHOLDS)}.")
+        # Unknown names fail here, once, naming the choices.
+        for registry, name in (
+            (PREDICTIONS, self.prediction),
+            (NOISE_CONDITIONS, self.noise_cond),
+            (THRESHOLDS, self.threshold),
+        ):
+            registry.lookup(name)
 
     @property
     def num_classes(self) -> int:

@@ -20,15 +20,16 @@ scaled latents, which should be near 1.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from gl_jax.families.base import Family
+from gl_jax.families.base import Family, Sampler
 from gl_jax.families.diffusion import ScoreDiffusion
 from gl_jax.families.vae import VAE
+from gl_jax.samplers import SampleResult
 
 __all__ = ["LatentDiffusion", "LatentOptions", "ENCODINGS"]
 
@@ -65,6 +66,8 @@ class LatentDiffusion(Family):
         Not compared or hashed: a family is identified by its configuration.
       options: see `LatentOptions`.
     """
+
+    takes_samplers: ClassVar[bool] = True
 
     vae: VAE
     diffusion: ScoreDiffusion
@@ -111,8 +114,24 @@ class LatentDiffusion(Family):
 
     def sample(self, params: Any, key: jax.Array, num: int) -> jax.Array:
         """`num` images: diffusion samples in latent space, decoded to the decoder's mean."""
-        z = self.diffusion.sample(params["diffusion"], key, num)  # [num, h, w, c]
-        return self.decode(params["vae"], z)
+        return self.sample_counted(params, key, num).x
+
+    def sample_counted(self, params: Any, key: jax.Array, num: int) -> SampleResult:
+        """`sample` and the diffusion sampler's number of network evaluations."""
+        z, nfe = self.diffusion.sample_counted(params["diffusion"], key, num)  # [num, h, w, c]
+        return SampleResult(self.decode(params["vae"], z), nfe)
+
+    def with_sampler(self, sampler: Sampler, *, threshold: str) -> LatentDiffusion:
+        """The same model sampling its latents with `sampler`; latents have no image range to threshold.
+
+        Raises:
+          ValueError: `threshold` is not "none".
+        """
+        if threshold != "none":
+            raise ValueError(
+                f"Latents have no [-1, 1] range to keep; use threshold 'none', not {threshold!r}."
+            )
+        return dataclasses.replace(self, diffusion=self.diffusion.with_sampler(sampler, threshold="none"))
 
     def optimizer(self, base) -> optax.GradientTransformation:
         """The base optimizer for the diffusion network; nothing moves the VAE."""

@@ -22,6 +22,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from gl_jax import pixels
+
 __all__ = [
     "gaussian_kl",
     "gaussian_log_prob",
@@ -89,7 +91,7 @@ def discretized_logistic_log_prob(
       `[B]` log-probabilities in nats.
     """
     half = 1.0 / (levels - 1)
-    centre = (2.0 * k.astype(jnp.float32) / (levels - 1) - 1.0)[..., None]  # [B, ..., 1]
+    centre = pixels.to_signed(k, levels=levels)[..., None]  # [B, ..., 1]
     inv_s = jnp.exp(-log_scales)
     a = (centre + half - means) * inv_s  # Upper bin edge, standardised.
     b = (centre - half - means) * inv_s  # Lower bin edge.

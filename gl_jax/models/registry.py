@@ -1,4 +1,5 @@
-"""Building a network from its config: the one place a model name is looked up."""
+"""The tables of networks by config name, the one place a model name is looked up: `MODELS` for the
+diffusion families' denoisers, and the GAN, VAE and autoregressive families' networks."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ from typing import Any
 
 import flax.linen as nn
 
-from gl_jax.models.classifier import NoisyClassifier
+from gl_jax.models.conv_vae import ConvVAE
+from gl_jax.models.dcgan import DCGAN
 from gl_jax.models.dit import DiT
 from gl_jax.models.mlp import ScoreMLP
 from gl_jax.models.preconditioning import EDMUNet
 from gl_jax.models.small_unet import SmallUNet
+from gl_jax.models.transformer import Transformer
 from gl_jax.models.unet import UNet
 from gl_jax.registry import Registry
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["MODELS", "GAN_MODELS", "VAE_MODELS", "AR_MODELS", "build_model"]
 
 MODELS: Registry[type[nn.Module]] = Registry(
     "model",
@@ -25,9 +28,13 @@ MODELS: Registry[type[nn.Module]] = Registry(
         "unet": UNet,
         "edm": EDMUNet,
         "dit": DiT,
-        "noisy_classifier": NoisyClassifier,
     },
 )
+# The networks of the other families, by `config.model.name` (built in `gl_jax.families.build`, which sets
+# their data-dependent fields).
+GAN_MODELS: Registry[type[nn.Module]] = Registry("GAN model", {"dcgan": DCGAN})
+VAE_MODELS: Registry[type[nn.Module]] = Registry("VAE model", {"conv_vae": ConvVAE})
+AR_MODELS: Registry[type[nn.Module]] = Registry("autoregressive model", {"transformer": Transformer})
 
 
 def build_model(

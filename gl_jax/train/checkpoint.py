@@ -40,7 +40,7 @@ from gl_jax.train.save_errors import (
     remove_partial_saves,
     save_error,
 )
-from gl_jax.train.saved_params import shape_difference, tree_shapes
+from gl_jax.train.saved_params import shape_difference, step_numbers, tree_shapes
 from gl_jax.train.state import TrainState
 
 __all__ = ["Checkpointer"]
@@ -101,12 +101,7 @@ class Checkpointer:
 
     def all_steps(self) -> list[int]:
         """The finished steps now in the folder (read afresh: another process may be saving)."""
-        try:
-            names = os.listdir(self.directory)
-        except OSError:
-            return []
-        # orbax names a finished step's folder by the number alone; partial saves have a suffix.
-        return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(self._step_folder(int(n))))
+        return step_numbers(self.directory)
 
     def save(self, state: TrainState, data_state: dict) -> None:
         """Saves `state` (at `state.step`) and the data iterator state; returns before the write finishes.

@@ -18,6 +18,7 @@ import grain
 import jax
 import ml_collections
 import numpy as np
+import optax
 from jax.experimental import multihost_utils
 
 from gl_jax import plots
@@ -123,8 +124,8 @@ class Experiment:
 
     Args:
       config: an experiment config (see `experiments/`), already checked (`check_config`).
-      load_train: read this process's shards of the train split into memory (training and `--mode stats`
-        do; sampling and evaluation need only the eval split).
+      load_train: read this process's shards of the train split into memory (training does; the other
+        jobs read what they need from `sources`).
     """
 
     def __init__(self, config: ml_collections.ConfigDict, *, load_train: bool):
@@ -145,20 +146,36 @@ class Experiment:
             self.arrays = {
                 k: np.concatenate([a[k] for a in self.shards.values()]) for k in self.shards[first]
             }
+        self.sources = sources
         self.eval_source = sources.get(config.data.eval_split)
         self._eval_batches = None
-        self.family: Family = build_family(config, self.spec, load_params=load_params)
-        # Compiled once per run, reused at every evaluation.
-        self.sample_fn = jax.jit(self.family.sample, static_argnums=(2,))
-        self.loss_fn = jax.jit(self.family.loss)
-        optim = {k: v for k, v in config.optim.items() if k != "grad_accum_steps"}  # A step option.
-        # A family may give parameter groups their own optimizers (a GAN's two players); `base` is the
-        # config's optimizer with some options replaced.
-        base = functools.partial(make_optimizer, **{**optim, "total_steps": config.train.num_steps})
-        self.tx = self.family.optimizer(base)
         self.mesh = parallel.make_mesh()
         key = jax.random.key(config.seed)
         self.init_key, self.step_key, self.sample_key = jax.random.split(key, 3)
+
+    # Built on first use: `--mode stats` needs only the data (a latent run's autoencoder is not read).
+
+    @functools.cached_property
+    def family(self) -> Family:
+        """The family of `config.family`, built at the config edge (`gl_jax.families.build`)."""
+        return build_family(self.config, self.spec, load_params=load_params)
+
+    @functools.cached_property
+    def tx(self) -> optax.GradientTransformation:
+        """The family's optimizer, built from `config.optim` (per parameter group where the family says)."""
+        optim = {k: v for k, v in self.config.optim.items() if k != "grad_accum_steps"}  # A step option.
+        base = functools.partial(make_optimizer, **{**optim, "total_steps": self.config.train.num_steps})
+        return self.family.optimizer(base)
+
+    @functools.cached_property
+    def sample_fn(self):
+        """`family.sample` compiled once per run (`num` static), reused at every evaluation."""
+        return jax.jit(self.family.sample, static_argnums=(2,))
+
+    @functools.cached_property
+    def loss_fn(self):
+        """`family.loss` compiled once per run, for the eval loss."""
+        return jax.jit(self.family.loss)
 
     def train_dataset(self) -> grain.MapDataset:
         """This process's part of each global batch: its shards' batches, concatenated `[B / P, ...]`."""

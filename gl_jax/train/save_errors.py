@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any
 
+from gl_jax.train.saved_params import step_numbers
+
 __all__ = [
     "CheckpointError",
     "save_error",
@@ -98,10 +100,7 @@ def save_error(directory: str, step: int | None, error: BaseException, *, fix: s
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     fix = fix or fix_for(code, directory)
     # From the folder, not the manager, which may already count the failed step in.
-    try:
-        kept = sorted(int(n) for n in os.listdir(directory) if n.isdigit() and int(n) != step)
-    except OSError:
-        kept = []
+    kept = [n for n in step_numbers(directory) if n != step]
     intact = (
         f"the checkpoint of step {kept[-1]} is intact and a rerun resumes from it"
         if kept

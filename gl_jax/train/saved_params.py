@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 
 from gl_jax.train import integrity
 
-__all__ = ["tree_shapes", "shape_difference", "find_checkpoint", "load_params"]
+__all__ = ["tree_shapes", "shape_difference", "step_numbers", "find_checkpoint", "load_params"]
 
 
 def tree_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
@@ -37,6 +37,16 @@ def shape_difference(saved: Any, wanted: Any) -> str | None:
     return f"'{name}' has shape {saved[name]} there and {wanted[name]} here"
 
 
+def step_numbers(folder: str) -> list[int]:
+    """The steps whose finished checkpoints are in `folder`, sorted; none for a missing folder. orbax names
+    a finished step's folder by the number alone (a partial save has a suffix)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(folder, n)))
+
+
 def find_checkpoint(path: str, *, step: int = -1) -> str:
     """The `state` folder of a checkpoint: `path` is a workdir, its `checkpoints` folder or a step folder.
 
@@ -47,7 +57,7 @@ def find_checkpoint(path: str, *, step: int = -1) -> str:
     if os.path.isdir(os.path.join(path, "state")):
         return os.path.join(path, "state")
     folder = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
-    steps = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
+    steps = step_numbers(folder)
     if not steps:
         raise FileNotFoundError(f"No checkpoint in {folder}: name the workdir of a trained run.")
     chosen = steps[-1] if step < 0 else step

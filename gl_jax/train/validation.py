@@ -2,8 +2,8 @@
 
 `check_config(config, mode=...)` raises one `ConfigError` whose message names the key, the value it has,
 and what would be valid, e.g. "config.train.log_every=0 is invalid: it must be an integer >= 1". Checks
-that depend on the devices (batch divisibility) follow in the loop, still before compilation; what a
-family or model checks at its own boundary (`build_family`, `build_model`) is named there.
+that depend on the devices (batch divisibility) follow in `gl_jax.train.experiment.check_devices`, still
+before compilation; what the config edge of the families checks (`gl_jax.families.build`) is named there.
 """
 
 from __future__ import annotations

@@ -122,5 +122,11 @@ def test_character_model_of_a_text_file_learns(tmp_path):
     # From ~8 bits per character (a random 256-way model) to well under the ~3 bits of a uniform choice
     # among the corpus's 12 characters.
     assert bits[0] > 6 and bits[-1] < 3.0, bits[::10]
+    # The bits/dim `--mode eval` reports from the stored byte values are the training loss's, exactly.
+    test = load_arrays(sources["test"], spec)["x"][:32]
+    bpd, nfe = jax.jit(family.bits_per_dim)(state.params, jax.random.key(3), test, None)
+    _, metrics = jax.jit(family.loss)(state.params, {"x": jnp.asarray(test)}, None)
+    np.testing.assert_allclose(float(jnp.mean(bpd)), float(metrics["bits_per_dim"]), rtol=1e-5)
+    assert int(nfe) == 1
     text = jax.jit(lambda p, k: family.sample(p, k, 2))(state.params, jax.random.key(2))
     assert text.shape == (2, 32) and np.all((np.asarray(text) >= 0) & (np.asarray(text) < 256))

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gl_jax.models import NoisyClassifier, UNet, UNetEncoder, build_model
+from gl_jax.models import NoisyClassifier, UNet, UNetEncoder
 from tests.models._smoke import KEY, fast_jit, num_params, random_params
 
 
@@ -45,7 +45,7 @@ def test_classifier_is_the_unet_encoder_plus_a_head():
         )
 
 
-def test_build_noisy_classifier():
-    model = build_model("noisy_classifier", {"variant": "tiny", "num_classes": 7})
+def test_noisy_classifier_of_a_named_size():
+    model = NoisyClassifier.from_variant("tiny", num_classes=7)
     out = jax.eval_shape(model.init_with_output, KEY, jnp.ones((3, 8, 8, 1)), jnp.ones((3,)))[0]
     assert out.shape == (3, 7)
