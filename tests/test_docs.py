@@ -18,8 +18,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 API = REPO / "docs" / "api"
 PUBLIC = ("sde", "parametrization", "analytic", "losses", "samplers", "likelihood")
 PUBLIC += ("models", "families", "train", "eval", "data")
-# The lowest layer's modules, on the utilities page.
-UTILITIES = ("registry", "spec", "pixels", "plots", "files", "rng", "interrupts")
+# Top-level modules: the lowest layer's, on the utilities page, and the run loader.
+UTILITIES = ("registry", "spec", "pixels", "plots", "files", "rng", "interrupts", "trained")
 
 
 def sphinx_build(source: pathlib.Path, out: pathlib.Path) -> subprocess.CompletedProcess:

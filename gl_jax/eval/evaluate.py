@@ -43,6 +43,7 @@ from gl_jax.eval.reference import ReferenceStats, compute_stats, feature_extract
 from gl_jax.eval.settings import EvalSetting, bind, eval_settings, resolve
 from gl_jax.interrupts import handle_signals
 from gl_jax.train.experiment import Experiment, reading_workdir
+from gl_jax.train.run_record import check_config_matches, read_record
 from gl_jax.train.validation import check_config
 from gl_jax.train.workdir import WorkdirLock
 
@@ -219,6 +220,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _check_eval_config(config)
         settings = eval_settings(config)  # Config errors before anything slow.
         workdir = reading_workdir(workdir, purpose="evaluate")
+        if (record := read_record(workdir)) is not None:
+            check_config_matches(config, record.config, workdir=workdir)
         # Two evaluations of one run would share progress files: one at a time (training may go on).
         with WorkdirLock(os.path.join(workdir, "eval"), purpose="evaluation"):
             return _evaluate(config, workdir, settings)

@@ -13,6 +13,7 @@ from gl_jax import files
 from gl_jax.interrupts import handle_signals
 from gl_jax.train import distributed
 from gl_jax.train.experiment import Experiment, reading_workdir
+from gl_jax.train.run_record import check_config_matches, read_record
 from gl_jax.train.validation import check_config
 
 __all__ = ["sample"]
@@ -37,6 +38,8 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray:
         signals.when = "while sampling; rerun the command to sample"
         check_config(config, mode="sample")
         workdir = reading_workdir(workdir, purpose="sample from")
+        if (record := read_record(workdir)) is not None:
+            check_config_matches(config, record.config, workdir=workdir)
         distributed.initialize(config.distributed)
         run = Experiment(config, load_train=False)
         state = run.restore(workdir, purpose="sample from")

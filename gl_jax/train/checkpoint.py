@@ -192,23 +192,35 @@ class Checkpointer:
                 cause = OSError(problem, f"{os.strerror(problem)} ({free} bytes free, {needed} needed)")
             raise self._save_error(step, cause)
 
-    def restore_latest(self, target: TrainState) -> tuple[TrainState, dict] | None:
-        """Restores the newest sound checkpoint into the structure (and shardings) of `target`.
+    def restore_latest(
+        self, target: TrainState, *, step: int | None = None
+    ) -> tuple[TrainState, dict] | None:
+        """Restores the newest sound checkpoint (or the one of `step`) into the structure of `target`.
 
         A step is sound when its files match their checksums, orbax reads it, and every number in it is
         finite. An unsound step is skipped with a warning in favour of the one before; the training run's
         checkpointer also moves it to `corrupt/<step>`, so the step is trained and saved again.
 
+        Args:
+          target: the state whose structure and shardings the checkpoint is read into.
+          step: read this step only; None: the newest sound one.
+
         Returns:
           `(state, data_state)`, or None when there is no checkpoint yet.
 
         Raises:
-          CheckpointError: checkpoints exist but none is sound, or they were written by another config.
+          CheckpointError: checkpoints exist but none is sound (or not `step`), or they were written by
+            another config.
         """
         abstract = _abstract(serialization.to_state_dict(target))
+        if step is not None and step not in self.all_steps():
+            raise CheckpointError(
+                f"No checkpoint of step {step} in {self.directory}; it has {self.all_steps()}."
+            )
+        wanted = step
         tried: set[int] = set()
         while True:
-            steps = [s for s in self.all_steps() if s not in tried]
+            steps = [s for s in self.all_steps() if s not in tried and wanted in (None, s)]
             if self.read_only:
                 # A step whose checksums are not written yet is being finished by the trainer; prefer
                 # the newest verified one (all steps of a run written before checksums have none).

@@ -25,6 +25,7 @@ from gl_jax import plots
 from gl_jax.data.pipeline import load_arrays, make_dataset
 from gl_jax.data.sources import open_dataset
 from gl_jax.families import Family, build_family
+from gl_jax.spec import DataSpec
 from gl_jax.train import parallel
 from gl_jax.train.checkpoint import Checkpointer, CheckpointError
 from gl_jax.train.optim import make_optimizer
@@ -126,13 +127,19 @@ class Experiment:
       config: an experiment config (see `experiments/`), already checked (`check_config`).
       load_train: read this process's shards of the train split into memory (training does; the other
         jobs read what they need from `sources`).
+      spec: the dataset's spec, when known (a trained run's record): the data is then not opened.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, *, load_train: bool):
+    def __init__(self, config: ml_collections.ConfigDict, *, load_train: bool, spec: DataSpec | None = None):
         self.config = config
-        self.spec, sources = _process_zero_first(
-            open_dataset, config.data.name, data_dir=config.data.data_dir or None
-        )
+        if spec is None:
+            self.spec, sources = _process_zero_first(
+                open_dataset, config.data.name, data_dir=config.data.data_dir or None
+            )
+        else:  # A trained run's recorded spec: the data is not opened (nothing to read or sample against).
+            if load_train:
+                raise ValueError("Experiment(spec=...) opens no data, so it cannot load the train split.")
+            self.spec, sources = spec, {}
         self.shards: dict[int, dict[str, np.ndarray]] = {}
         self.arrays = None
         if load_train:
@@ -248,20 +255,21 @@ class Experiment:
         """`sampling_params(state, self.config)`."""
         return sampling_params(state, self.config)
 
-    def restore(self, workdir: str, *, purpose: str) -> TrainState:
+    def restore(self, workdir: str, *, purpose: str, step: int | None = None) -> TrainState:
         """The latest sound checkpoint of `workdir`, read without writing in `checkpoints/` (a reader may
         run beside the training process).
 
         Args:
           workdir: from `reading_workdir`.
           purpose: what the reader does, for messages ("sample from", "evaluate").
+          step: the checkpoint step to read; None: the latest sound one.
 
         Raises:
           CheckpointError: there is no checkpoint (the message says to train first) or none is sound.
         """
         checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
         try:
-            restored = checkpointer.restore_latest(self.abstract_state())
+            restored = checkpointer.restore_latest(self.abstract_state(), step=step)
         finally:
             checkpointer.close()
         if restored is None:

@@ -31,6 +31,7 @@ from gl_jax.train import distributed, parallel
 from gl_jax.train.checkpoint import Checkpointer, CheckpointError
 from gl_jax.train.experiment import Experiment, any_process, check_devices
 from gl_jax.train.precision import COMPUTE_DTYPES
+from gl_jax.train.run_record import check_config_matches, read_record, write_record
 from gl_jax.train.state import TrainState
 from gl_jax.train.step import REMAT_POLICIES, make_train_step
 from gl_jax.train.validation import check_config
@@ -49,7 +50,8 @@ class NonFiniteLossError(FloatingPointError):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains `config` in `workdir`, resuming from its latest checkpoint.
 
-    Writes `checkpoints/`, `metrics.jsonl`, `tensorboard/`, `samples/step_*.png` and `loss_curve.png`.
+    Writes `run.json` (the resolved config, the data spec, the command; `gl_jax.train.run_record`),
+    `checkpoints/`, `metrics.jsonl`, `tensorboard/`, `samples/step_*.png` and `loss_curve.png`.
     Holds the workdir's lock while it runs (a second training run on it is refused). A run that has
     reached `config.train.num_steps` writes whatever final pictures are missing and returns. SIGTERM or
     SIGINT saves a checkpoint at the next step and stops (SIGTERM returns, SIGINT raises `Interrupted`).
@@ -63,6 +65,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     Raises:
       gl_jax.train.validation.ConfigError: an invalid option.
+      ValueError: the workdir's run was trained with another family, network, process, parametrisation or
+        data (`run.json`).
       WorkdirError: the workdir is empty, not writable, or held by another training process.
       NonFiniteLossError: the loss, gradients or optimizer update became NaN/Inf and
         `config.train.on_nonfinite == "stop"`.
@@ -87,7 +91,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
     t = config.train
     k = t.steps_per_call
     is_main = jax.process_index() == 0
+    record = read_record(workdir, set_aside=is_main)
+    if record is not None:  # A resumed run keeps its meaning (every process checks, so all stop together).
+        check_config_matches(config, record.config, workdir=workdir)
     run = Experiment(config, load_train=True)
+    if is_main:
+        write_record(config, run.spec, workdir)
     dataset = run.train_dataset()
     if k > 1:
         dataset = dataset.batch(k)  # [k, B, ...] per call.

@@ -169,7 +169,7 @@ CASES = {
     ),
     "checkpoint of another model": (
         ["--config", TOY, "--workdir", W, "--config.model.features=(16,16)"],
-        r"written by a different model or data config.*new --workdir",
+        r"config\.model=.*differs from the run in .*trained with config\.model=.*new --workdir",
     ),
 }
 

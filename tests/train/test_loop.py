@@ -177,6 +177,11 @@ def test_workdir_of_another_config_is_refused(tmp_path, data_dir):
     config.train.num_steps = 10
     train_and_evaluate(config, str(tmp_path))
     config.model.features = (16, 16)
+    # The run's record names the change before anything is read...
+    with pytest.raises(ValueError, match=r"config\.model=.*differs from the run in .*new --workdir"):
+        train_and_evaluate(config, str(tmp_path))
+    # ...and without a record (a run of an older gl_jax) the checkpoint's shapes do.
+    (tmp_path / "run.json").unlink()
     with pytest.raises(CheckpointError, match=r"different model or data config.*has shape.*new --workdir"):
         train_and_evaluate(config, str(tmp_path))
 

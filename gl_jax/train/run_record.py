@@ -1,0 +1,188 @@
+"""What a run records about itself, so that it can be used again: the resolved config, the data it was
+trained on, and how it was started.
+
+Training writes `<workdir>/run.json` when it starts: the resolved config (overrides applied), the
+dataset's `DataSpec` (so a trained model can be rebuilt without opening the data), the command line, the
+gl_jax version and the git commit of the code when it is a checkout. A reader (`--mode sample`,
+`--mode eval`, `gl_jax.load_run`) checks the config it is given against it: a change to what the
+checkpoint means (the family, network, process, parametrisation, data) is refused with one line, any
+other change (sampler, steps, evaluation settings) is applied and noted in the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import ml_collections
+
+from gl_jax import files
+from gl_jax.spec import DataSpec
+
+__all__ = ["RUN_FILE", "MEANING_KEYS", "RunRecord", "write_record", "read_record", "check_config_matches"]
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+
+# Config entries that define what a checkpoint's numbers mean: with another value, the same parameters
+# would be read as another model. A family's own options section counts when the config has it.
+MEANING_KEYS = (
+    "family",
+    "model",
+    "sde",
+    "loss.prediction",
+    "loss.noise_cond",
+    "data.name",
+    "data.dequantize",
+    "gan",
+    "vae",
+    "ar",
+    "latent",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """A run's `run.json`.
+
+    Attributes:
+      config: the resolved config the run was trained with.
+      spec: the dataset's `DataSpec`.
+      command: the command line that started the run (the latest start, for a resumed run).
+      version: the gl_jax version.
+      commit: the git commit of the code, or None outside a checkout.
+      started: when the run (last) started, as a UTC ISO time.
+    """
+
+    config: ml_collections.ConfigDict
+    spec: DataSpec
+    command: list[str]
+    version: str
+    commit: str | None
+    started: str
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON round trip: tuples and lists, ConfigDicts and dicts compare equal."""
+    if isinstance(value, ml_collections.ConfigDict | ml_collections.FrozenConfigDict):
+        value = value.to_dict()
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _entry(config: Any, key: str) -> Any:
+    """`config.<key>` for a dotted key, or a marker when it is missing."""
+    for part in key.split("."):
+        if part not in config:
+            return "<missing>"
+        config = config[part]
+    return config
+
+
+def _git_commit() -> str | None:
+    """The commit of the checkout gl_jax is imported from, or None (an installed wheel, no git)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        out = subprocess.run(
+            ["git", "-C", os.path.dirname(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def write_record(config: ml_collections.ConfigDict, spec: DataSpec, workdir: str) -> None:
+    """Writes `<workdir>/run.json` (atomically) for a training run that starts or resumes."""
+    from gl_jax import __version__
+
+    record = {
+        "config": _canonical(config),
+        "spec": _canonical(dataclasses.asdict(spec)),
+        "command": list(sys.argv),
+        "version": __version__,
+        "commit": _git_commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    files.write_json(os.path.join(workdir, RUN_FILE), record)
+
+
+def read_record(workdir: str, *, set_aside: bool = False) -> RunRecord | None:
+    """The run's record, or None for a run trained before runs recorded themselves or a record whose bytes
+    are damaged (with a warning; the checkpoints' shapes still guard a resumed run).
+
+    Args:
+      workdir: the run's folder.
+      set_aside: move a damaged record to `run.json.corrupt` (only the training process, which holds the
+        workdir's lock and writes the record again).
+    """
+    path = os.path.join(workdir, RUN_FILE)
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+        spec = raw["spec"]
+        spec = DataSpec(**{**spec, "shape": tuple(spec["shape"])})
+        config = ml_collections.ConfigDict(raw["config"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning(
+            "The run record %s is unreadable (%s: %s); not checking the config against it.",
+            path,
+            type(e).__name__,
+            e,
+        )
+        if set_aside:
+            os.replace(path, f"{path}.corrupt")
+        return None
+    return RunRecord(
+        config,
+        spec,
+        raw.get("command", []),
+        raw.get("version", ""),
+        raw.get("commit"),
+        raw.get("started", ""),
+    )
+
+
+def check_config_matches(
+    config: ml_collections.ConfigDict, saved: ml_collections.ConfigDict, *, workdir: str
+) -> None:
+    """Refuses a config that gives the run's checkpoint another meaning; notes the other differences.
+
+    Args:
+      config: the config a reader (or a resumed training run) was given.
+      saved: the config the run was trained with.
+      workdir: the run's folder, for messages.
+
+    Raises:
+      ValueError: an entry of `MEANING_KEYS` differs (one line naming it, both values and the fix).
+    """
+    for key in MEANING_KEYS:
+        mine, theirs = _canonical(_entry(config, key)), _canonical(_entry(saved, key))
+        if mine != theirs and not (key in ("gan", "vae", "ar", "latent") and "<missing>" in (mine, theirs)):
+            raise ValueError(
+                f"config.{key}={json.dumps(mine)} differs from the run in {workdir}, trained with "
+                f"config.{key}={json.dumps(theirs)}: its checkpoint would be read as another model. Use the "
+                f"run's config (saved in {os.path.join(workdir, RUN_FILE)}) or a new --workdir."
+            )
+    changed = sorted(_differences(_canonical(config), _canonical(saved)))
+    if changed:
+        log.info("Options that differ from the run's training config (applied): %s.", ", ".join(changed))
+
+
+def _differences(a: Any, b: Any, prefix: str = "config") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _differences(a.get(key, "<missing>"), b.get(key, "<missing>"), f"{prefix}.{key}")
+        return out
+    return [] if a == b else [prefix]

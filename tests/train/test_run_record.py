@@ -1,0 +1,96 @@
+"""A run records its config: `run.json` is written when training starts, readers refuse a config that would
+read the checkpoint as another model and apply the rest, and `gl_jax.load_run` rebuilds the run from it."""
+
+import json
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gl_jax
+from gl_jax.eval.sample import sample
+from gl_jax.train.checkpoint import CheckpointError
+from gl_jax.train.loop import train_and_evaluate
+from gl_jax.train.run_record import check_config_matches, read_record
+from tests.conftest import load_config
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory, data_dir):
+    workdir = tmp_path_factory.mktemp("toy_run")
+    config = load_config("toy_vp", "smoke")  # 20 steps, checkpoints at 10 and 20.
+    config.data.data_dir = data_dir
+    config.sample.steps = 4
+    state = train_and_evaluate(config, str(workdir))
+    return str(workdir), config, state
+
+
+def test_training_writes_the_resolved_config_spec_and_command(toy_run):
+    workdir, config, _ = toy_run
+    raw = json.loads(open(f"{workdir}/run.json").read())
+    assert raw["version"] == gl_jax.__version__ and isinstance(raw["command"], list)
+    record = read_record(workdir)
+    assert record.config.sample.steps == 4 and record.config.model.features == [32, 32]
+    assert record.spec.name == "toy/gmm_2d" and record.spec.shape == (2,) and record.spec.kind == "vector"
+
+
+def test_a_reader_refuses_another_meaning_and_applies_other_changes(toy_run, caplog):
+    workdir, config, _ = toy_run
+    other = load_config("toy_vp", "smoke")
+    other.data.data_dir = config.data.data_dir
+    other.sde.beta_max = 5.0  # Another process: the network's outputs would be read as another score.
+    with pytest.raises(
+        ValueError, match=r"config\.sde=.*\"beta_max\": 5\.0.*trained with config\.sde=.*20\.0"
+    ):
+        sample(other, workdir)
+    other.sde.beta_max = 20.0
+    other.loss.prediction = "x0"
+    with pytest.raises(ValueError, match=r"config\.loss\.prediction=\"x0\" differs.*\"eps\""):
+        check_config_matches(other, read_record(workdir).config, workdir=workdir)
+    other.loss.prediction = "eps"
+    other.sample.steps = 2  # A sampler setting: applied, and said.
+    with caplog.at_level(logging.INFO, logger="gl_jax"):
+        samples = sample(other, workdir)
+    assert samples.shape == (64, 2)
+    assert "config.sample.steps" in caplog.text
+
+
+def test_load_run_gives_the_config_family_parameters_score_and_sampler(toy_run):
+    workdir, config, state = toy_run
+    run = gl_jax.load_run(workdir)
+    assert run.step == 20 and run.config.sample.steps == 4 and run.sde.beta_max == 20.0
+    for a, b in zip(jax.tree.leaves(run.params), jax.tree.leaves(state.ema_params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    raw = gl_jax.load_run(workdir, ema=False, step=10)
+    assert raw.step == 10
+    x = run.sample(jax.random.key(0), 8)
+    assert x.shape == (8, 2) and np.all(np.isfinite(np.asarray(x)))
+    np.testing.assert_array_equal(x, run.sample(jax.random.key(0), 8))  # A function of the key.
+    # The score is the family's, with these parameters: the same numbers as through the family.
+    t = jnp.full((8,), 0.5)
+    np.testing.assert_allclose(run.score_fn(x, t), run.family.score_fn(run.params)(x, t), rtol=1e-6)
+    with pytest.raises(CheckpointError, match=r"No checkpoint of step 15 .*\[10, 20\]"):
+        gl_jax.load_run(workdir, step=15)
+
+
+def test_load_run_of_a_folder_without_a_record_says_why(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"run\.json is missing.*Experiment"):
+        gl_jax.load_run(str(tmp_path))
+
+
+def test_a_damaged_record_is_set_aside_and_written_again_by_training(toy_run, tmp_path):
+    import shutil
+
+    workdir, config, _ = toy_run
+    copy = str(tmp_path / "run")
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns(".gl_jax.lock"))
+    with open(f"{copy}/run.json", "r+b") as f:
+        f.seek(5)
+        f.write(b"\x00\xff")  # Flipped bytes: not JSON any more.
+    assert read_record(copy) is None  # A reader warns and goes on without the check.
+    train_and_evaluate(config, copy)  # The finished run starts, sets the record aside and writes it anew.
+    assert read_record(copy).config.sample.steps == 4
+    assert (tmp_path / "run" / "run.json.corrupt").exists()
