@@ -4,7 +4,9 @@
   gl-jax --config experiments/digits_vp.py[:variant] --workdir DIR --mode train|sample|eval \
          [--config.optim.lr=1e-4 ...]
   gl-jax --config experiments/digits_vp.py[:variant] --mode stats    # reference statistics for FID
+  gl-jax --config experiments/digits_vp.py[:variant] --print_config  # the config after overrides
 
+`gl-jax --help` lists the command's own flags and modes (`help_text`); `--helpfull` adds absl's and JAX's.
 Bad input (a config file that is missing or not Python, an unknown or out-of-range option, a missing
 dataset, an unusable workdir or checkpoint) ends the command with one line naming the problem and the
 fix, and exit status 1; SIGINT and SIGTERM end it with one line and 128 + the signal number (see
@@ -27,10 +29,63 @@ __all__ = ["run", "main"]
 
 _FLAGS_DEFINED = False
 
+# The command's own flags, one line each, for `--help` (absl's `--helpfull` lists them among its own).
+FLAG_HELP = (
+    ("--config FILE[:variant]", "the experiment config (required), e.g. experiments/toy_vp.py:smoke"),
+    ("--config.SECTION.KEY=VALUE", "override one config value, e.g. --config.optim.lr=5e-4 (repeatable)"),
+    ("--workdir DIR", "the run's folder; an existing one is resumed (every mode but stats)"),
+    ("--mode MODE", "train (default), sample, stats or eval; see the modes below"),
+    ("--print_config", "print the config after the overrides and exit; reads no data, uses no device"),
+    ("--compilation_cache DIR", "JAX's compilation cache (default $GL_JAX_CACHE/jax); 'off' disables it"),
+    ("--help", "this help; --helpfull also lists the flags of absl and the libraries"),
+)
+# Each mode: (name, what it does, an example command).
+MODE_HELP = (
+    (
+        "train",
+        "train the model; a workdir holding checkpoints is resumed",
+        "gl-jax --config experiments/digits_vp.py --workdir runs/digits_vp",
+    ),
+    (
+        "sample",
+        "draw samples from the workdir's newest checkpoint into <workdir>/samples/",
+        "gl-jax --config experiments/digits_vp.py --workdir runs/digits_vp --mode sample",
+    ),
+    (
+        "stats",
+        "the data's reference statistics for FID and KID, once per dataset (no workdir)",
+        "gl-jax --config experiments/fashion_mnist_ddpmpp.py --mode stats",
+    ),
+    (
+        "eval",
+        "FID, KID, precision/recall, bits/dim of the newest checkpoint into <workdir>/eval/report.json",
+        "gl-jax --config experiments/fashion_mnist_ddpmpp.py --workdir runs/fm --mode eval",
+    ),
+)
+_HELP_ARGS = ("-h", "-?", "-help", "--help", "--helpshort")
+
+
+def help_text() -> str:
+    """What `gl-jax --help` prints: usage, the command's own flags and the modes with an example each."""
+    width = max(len(name) for name, _ in FLAG_HELP)
+    lines = [
+        "usage: gl-jax --config FILE[:variant] [--workdir DIR] [--mode MODE] [--config.SECTION.KEY=VALUE]...",
+        "",
+        "Trains, samples and evaluates the generative models of an experiment config (experiments/*.py).",
+        "",
+        "flags:",
+        *(f"  {name:<{width}}  {text}" for name, text in FLAG_HELP),
+        "",
+        "modes:",
+    ]
+    for name, text, example in MODE_HELP:
+        lines += [f"  {name:<7} {text}", f"  {'':<7}   {example}"]
+    return "\n".join(lines) + "\n"
+
 
 def _define_flags() -> None:
     """Defines the command's flags (once; deferred so that signals are handled before these imports)."""
-    global _FLAGS_DEFINED, _CONFIG, _WORKDIR, _MODE, _COMPILATION_CACHE
+    global _FLAGS_DEFINED, _CONFIG, _WORKDIR, _MODE, _COMPILATION_CACHE, _PRINT_CONFIG
     if _FLAGS_DEFINED:
         return
     from absl import flags
@@ -53,6 +108,9 @@ def _define_flags() -> None:
         "sample/eval job after training) loads its compiled steps instead of compiling them again. Default: "
         "$GL_JAX_CACHE/jax (~/.cache/gl_jax/jax); 'off' disables it; $JAX_COMPILATION_CACHE_DIR wins when "
         "set. Created private (0700); a folder other users can write to is refused.",
+    )
+    _PRINT_CONFIG = flags.DEFINE_bool(
+        "print_config", False, "Print the config after the command line's overrides and exit (reads no data)."
     )
     flags.mark_flags_as_required(["config"])
     _FLAGS_DEFINED = True
@@ -136,10 +194,104 @@ def _load_reference_config(value: str):
     return module.get_config(variant) if variant else module.get_config()
 
 
+def _override_paths(argv: list[str]) -> list[str]:
+    """The key paths of the `--config.<path>[=value]` (and boolean `--noconfig.<path>`) arguments."""
+    paths = []
+    for arg in argv:
+        for prefix in ("--config.", "--noconfig."):
+            if arg.startswith(prefix):
+                paths.append(arg[len(prefix) :].split("=", 1)[0])
+    return paths
+
+
+def _initials(name: str) -> str:
+    return "".join(word[0] for word in name.split("_") if word)
+
+
+def _key_paths(node, prefix: str = "config") -> list[str]:
+    """Every key path below `node` (sections and values), e.g. `config.optim.lr`."""
+    if not hasattr(node, "keys"):
+        return []
+    paths = []
+    for key in node.keys():
+        paths.append(f"{prefix}.{key}")
+        paths += _key_paths(node[key], f"{prefix}.{key}")
+    return paths
+
+
+def _nearest_key(name: str, section: str, keys: list[str], config) -> str | None:
+    """The valid key path nearest to `section.name`: a sibling spelt alike, a sibling that abbreviates it
+    (or that it abbreviates: `learning_rate` and `lr`), the same name in another section, a key spelt
+    alike anywhere, else the most alike sibling."""
+    from gl_jax.registry import nearest
+
+    close = nearest(name, keys)
+    if close:
+        return f"{section}.{close[0]}"
+    for key in keys:
+        if len(name) > 1 and len(key) > 1 and (key == _initials(name) or _initials(key) == name):
+            return f"{section}.{key}"
+    everywhere = _key_paths(config)
+    same = [p for p in everywhere if p.rsplit(".", 1)[1] == name]
+    if same:
+        return same[0]
+    close = nearest(name, [p.rsplit(".", 1)[1] for p in everywhere])
+    if close:
+        return next(p for p in everywhere if p.rsplit(".", 1)[1] == close[0])
+    close = nearest(name, keys, cutoff=0.0)
+    return f"{section}.{close[0]}" if close else None
+
+
+def _unknown_key_line(path: str, config) -> str | None:
+    """The one-line error for an override whose key path is not in `config`, or None when it is there."""
+    node, section = config, "config"
+    for part in path.split("."):
+        if "[" in part or not part:
+            return None  # An index into a sequence: ml_collections' own error stands.
+        if not hasattr(node, "keys"):
+            *_, leaf = section.rsplit(".", 1)
+            return (
+                f"unknown config key '{part}'. Did you mean \"{leaf}\" (--{section}=...)? {section} is a "
+                f"value ({type(node).__name__}), not a section: fix the --config.{path} override."
+            )
+        keys = [str(k) for k in node.keys()]
+        if part not in keys:
+            fix = f"Fix the --config.{path} override"
+            if not keys:
+                return (
+                    f"unknown config key '{part}'. {section} holds no keys in this config file, and an "
+                    f"override only changes a key the file sets: {fix}, or add '{part}' to {section} in the "
+                    "config file."
+                )
+            near = _nearest_key(part, section, keys, config)
+            hint = f'Did you mean "{near.rsplit(".", 1)[1]}" (--{near})?' if near else ""
+            shown = ", ".join(sorted(keys)[:20]) + (", ..." if len(keys) > 20 else "")
+            return f"unknown config key '{part}'. {hint} {fix}: the keys of {section} are {shown}."
+        node, section = node[part], f"{section}.{part}"
+    return None
+
+
+def _first_unknown_key(argv: list[str]) -> str | None:
+    """The error line of the first `--config.<path>` override naming a key the config file lacks."""
+    try:
+        config = _load_reference_config(_config_argument(argv) or "")
+    except Exception:  # noqa: BLE001 - a config file that fails to load is reported by absl's parsing.
+        return None
+    for path in _override_paths(argv):
+        line = _unknown_key_line(path, config)
+        if line:
+            return line
+    return None
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
-    """absl parsing, with config errors (missing file, unknown keys, bad values) as one line."""
+    """absl parsing, with config errors (missing file, unknown keys, bad values) as one line; `--help` is
+    the command's own (`help_text`)."""
     from absl import flags
 
+    if any(arg in _HELP_ARGS for arg in argv[1:]):
+        sys.stdout.write(help_text())
+        sys.exit(0)
     try:
         value = _config_argument(argv[1:])
         if value is not None:
@@ -159,6 +311,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
             _exit_line(f"gl-jax: error: {message}; give a value of the type the config file gives that key.")
         _exit_line(f"gl-jax: error: {message} (see --helpfull for all flags)")
     except (AttributeError, KeyError, TypeError, ValueError) as e:
+        line = _first_unknown_key(argv[1:])
+        if line:
+            _exit_line(f"gl-jax: error: {line}")
         # ml_collections' unknown-key error, escaped: "'lrr' Did you mean "lr" instead of "lrr"?".
         text = _one_line(str(e).replace("\\n", " ").replace("\\", ""))
         match = re.match(r"^\W*([\w.]+)\W+(.*)$", text)
@@ -193,11 +348,29 @@ def _unexpected(e: BaseException) -> None:
     )
 
 
+def _print_config(config, mode: str) -> None:
+    """`--print_config`: the config after the overrides, checked as `mode` would check it; exits 0."""
+    from gl_jax.train.validation import check_config, check_override_types
+
+    try:
+        check_override_types(config, _load_reference_config(_config_argument(sys.argv[1:]) or ""))
+        check_config(config, mode=mode)
+    except ValueError as e:
+        _exit_line(f"gl-jax: error: {_one_line(e)}")
+    source = _config_argument(sys.argv[1:])
+    overrides = len(_override_paths(sys.argv[1:]))
+    sys.stdout.write(f"# The config of {source} after {overrides} command-line override(s).\n{config}")
+    sys.stdout.flush()
+    sys.exit(0)
+
+
 def main(argv: list[str]) -> None:
     del argv
     from gl_jax.train.validation import check_config, check_override_types
 
     mode, config = _MODE.value, _CONFIG.value
+    if _PRINT_CONFIG.value:
+        _print_config(config, mode)
     if _WORKDIR.value is None and mode != "stats":
         _exit_line(f"gl-jax: error: --mode {mode} needs --workdir (the run's folder).")
     try:

@@ -23,9 +23,10 @@ __all__ = ["Registry", "nearest", "did_you_mean", "check_keys", "init_fields", "
 T = TypeVar("T")
 
 
-def nearest(name: str, choices: Iterable[str], *, n: int = 1) -> list[str]:
-    """The `n` choices closest to `name` by `difflib`'s ratio (none when nothing is close)."""
-    return difflib.get_close_matches(str(name), list(choices), n=n)
+def nearest(name: str, choices: Iterable[str], *, n: int = 1, cutoff: float = 0.6) -> list[str]:
+    """The `n` choices closest to `name` by `difflib`'s ratio (none when nothing is `cutoff` close; with
+    `cutoff=0` the closest ones however far)."""
+    return difflib.get_close_matches(str(name), list(choices), n=n, cutoff=cutoff)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -66,3 +66,57 @@ def test_missing_dataset_is_one_line(tmp_path, data_dir):
 def test_sample_without_checkpoint_says_train_first(tmp_path, data_dir):
     proc = _cli("--config", TOY, "--workdir", str(tmp_path), "--mode", "sample", data_dir=data_dir)
     assert proc.returncode != 0 and "--mode train" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_help_lists_every_flag_and_mode_with_an_example(data_dir):
+    from absl import flags
+
+    from gl_jax import main
+
+    proc = _cli("--help", data_dir=data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "helpfull" not in proc.stdout.splitlines()[0] and "Try --helpfull" not in proc.stdout
+    main._define_flags()
+    for flag in flags.FLAGS.get_flags_for_module("gl_jax.main"):
+        lines = [line for line in proc.stdout.splitlines() if line.split()[:1] == [f"--{flag.name}"]]
+        assert len(lines) == 1, (flag.name, proc.stdout)
+    lines = proc.stdout.splitlines()
+    for mode in ("train", "sample", "stats", "eval"):
+        i = next(i for i, line in enumerate(lines) if line.split()[:1] == [mode])
+        example = lines[i + 1].split()  # The mode's example command, on the line below its description.
+        assert example[:2] == ["gl-jax", "--config"], lines[i + 1]
+        assert mode == "train" or example[example.index("--mode") + 1] == mode, lines[i + 1]
+    # -h is the same help, with or without a config.
+    assert _cli("-h", "--config", TOY, data_dir=data_dir).stdout == proc.stdout
+
+
+def test_print_config_prints_the_overridden_config_and_exits(tmp_path, data_dir):
+    # No workdir is needed and none is made; no data is read (an unprepared data_dir stays empty).
+    empty = tmp_path / "data"
+    empty.mkdir()
+    proc = _cli("--config", TOY, "--print_config", "--config.optim.lr=5e-4", data_dir=str(empty))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    optim = proc.stdout.split("\noptim:\n", 1)[1].split("\n")
+    assert "  lr: 0.0005" in optim[: optim.index(next(line for line in optim if not line.startswith(" ")))]
+    assert list(empty.iterdir()) == []
+    bad = _cli("--config", TOY, "--print_config", "--config.optim.lr=-1", data_dir=str(empty))
+    assert bad.returncode == 1 and "config.optim.lr=-1.0 is invalid" in bad.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "override, nearest",
+    [
+        ("--config.optim.learning_rate=1e-3", "--config.optim.lr"),  # An abbreviation, not a misspelling.
+        ("--config.train.lr=1e-3", "--config.optim.lr"),  # The key is in another section.
+        ("--config.sde.beta_mx=5", "--config.sde.beta_max"),
+        ("--config.optim.lr.x=1", "--config.optim.lr="),  # Below a value.
+    ],
+)
+def test_every_unknown_config_key_names_the_nearest_valid_one(tmp_path, data_dir, override, nearest):
+    proc = _cli("--config", TOY, "--workdir", str(tmp_path), override, data_dir=data_dir)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("gl-jax:")]
+    assert len(lines) == 1, proc.stderr
+    key = override.split("=")[0].rsplit(".", 1)[1]
+    assert lines[0].startswith(f"gl-jax: error: unknown config key '{key}'. Did you mean"), lines[0]
+    assert f"({nearest}" in lines[0], lines[0]

@@ -16,6 +16,8 @@ from tests.conftest import REPO
 from tests.reliability.conftest import TOY, copy_run, error_lines, gl_jax, snapshot
 
 W = "<workdir>"  # Replaced by the case's copy of the trained run.
+# Replaced by a new folder: for another dataset or model, which the trained run's run.json would refuse first.
+NEW = "<new>"
 EXP = str(REPO / "experiments")
 
 # name: (arguments after gl-jax, regex the one error line must match)
@@ -40,6 +42,24 @@ CASES = {
     "unknown section": (
         ["--config", TOY, "--workdir", W, "--config.trian.num_steps=3"],
         r"unknown config key 'trian'\. Did you mean \"train\"",
+    ),
+    "unknown key, an abbreviation": (
+        ["--config", TOY, "--workdir", W, "--config.optim.learning_rate=1e-3"],
+        r"unknown config key 'learning_rate'\. Did you mean \"lr\" \(--config\.optim\.lr\)\?"
+        r".*keys of config\.optim",
+    ),
+    "unknown key, in another section": (
+        ["--config", TOY, "--workdir", W, "--config.sample.batch_size=8"],
+        r"unknown config key 'batch_size'\. Did you mean \"batch_size\" \(--config\.data\.batch_size\)",
+    ),
+    "key below a value": (
+        ["--config", TOY, "--workdir", W, "--config.optim.lr.value=1e-3"],
+        r"unknown config key 'value'\. .*config\.optim\.lr is a value \(float\), not a section",
+    ),
+    "key in an empty section": (
+        ["--config", TOY, "--workdir", W, "--config.sample.options.order=2"],
+        r"unknown config key 'order'\. config\.sample\.options holds no keys in this config file"
+        r".*in the config file",
     ),
     "wrong scalar type": (
         ["--config", TOY, "--workdir", W, "--config.train.num_steps=abc"],
@@ -121,31 +141,31 @@ CASES = {
         r"No checkpoint in \S+/checkpoints to sample from; train first with --mode train",
     ),
     "unknown dataset": (
-        ["--config", TOY, "--workdir", W, "--config.data.name=cifar11"],
+        ["--config", TOY, "--workdir", NEW, "--config.data.name=cifar11"],
         r"Unknown dataset 'cifar11' \(config\.data\.name\)\. Nearest: \[.*'cifar10'.*\]",
     ),
     "hub dataset": (
-        ["--config", TOY, "--workdir", W, "--config.data.name=huggingface:mnist"],
+        ["--config", TOY, "--workdir", NEW, "--config.data.name=huggingface:mnist"],
         r"config\.data\.name='huggingface:mnist' is not a dataset name gl_jax reads.*nothing is fetched",
     ),
     "text name with a path": (
-        ["--config", TOY, "--workdir", W, "--config.data.name=text/../../x"],
+        ["--config", TOY, "--workdir", NEW, "--config.data.name=text/../../x"],
         r"text/<name> takes a plain file name.*no paths",
     ),
     "text file missing": (
-        ["--config", TOY, "--workdir", W, "--config.data.name=text/nosuchfile"],
+        ["--config", TOY, "--workdir", NEW, "--config.data.name=text/nosuchfile"],
         r"Text file \S+nosuchfile\.txt not found.*GL_JAX_TEXT_DIR",
     ),
     "synthetic shape unknown": (
-        ["--config", TOY, "--workdir", W, "--config.data.name=synthetic_images/9x9x1"],
+        ["--config", TOY, "--workdir", NEW, "--config.data.name=synthetic_images/9x9x1"],
         r"Unknown configuration '9x9x1' of synthetic_images.*'8x8x1'",
     ),
     "toy distribution unknown": (
-        ["--config", TOY, "--workdir", W, "--config.data.name=toy/gmm_3d"],
+        ["--config", TOY, "--workdir", NEW, "--config.data.name=toy/gmm_3d"],
         r"Unknown configuration 'gmm_3d' of toy.*Nearest: \['gmm_2d'",
     ),
     "standard dataset not prepared": (
-        ["--config", TOY, "--workdir", W, "--config.data.name=cifar10"],
+        ["--config", TOY, "--workdir", NEW, "--config.data.name=cifar10"],
         r"Dataset 'cifar10' is not prepared as array_record.*tfds build cifar10",
     ),
     "read-only data_dir": (
@@ -153,14 +173,14 @@ CASES = {
             "--config",
             TOY,
             "--workdir",
-            W,
+            NEW,
             "--config.data.name=toy/two_moons",
             "--config.data.data_dir=/sys/gl_jax_data",
         ],
         r"Cannot prepare toy/two_moons in the data_dir /sys/gl_jax_data .*--config\.data\.data_dir",
     ),
     "unknown model": (
-        ["--config", TOY, "--workdir", W, "--config.model.name=mpl"],
+        ["--config", TOY, "--workdir", NEW, "--config.model.name=mpl"],
         r"Unknown model 'mpl'.*Did you mean 'mlp'",
     ),
     "shared compilation cache": (
@@ -182,7 +202,12 @@ def _run(case: str, tmp_path, trained_toy: str, data_dir: str):
     cache = folder / "open_cache"
     cache.mkdir()
     cache.chmod(0o777)
-    replace = {W: workdir, "<file>": str(folder / "file"), "<missing>": str(folder / "missing")}
+    replace = {
+        W: workdir,
+        NEW: str(folder / "new"),
+        "<file>": str(folder / "file"),
+        "<missing>": str(folder / "missing"),
+    }
     args = [replace.get(a, a).replace("<open cache>", str(cache)) for a in args]
     before = snapshot(os.path.join(workdir, "checkpoints"))
     own_cache = any(a.startswith("--compilation_cache") for a in args)
