@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable
 from typing import NamedTuple
 
+import chex
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -196,11 +197,21 @@ def ode_log_likelihood(
     Returns:
       `LikelihoodResult(logp [B], z [B, ...], nfe)`, logp in nats; nfe = 6 * num_steps + 1 evaluations of
       the augmented vector field (see `gl_jax.samplers.ode.adaptive_nfe`).
+
+    Raises:
+      AssertionError: `score_fn`'s output is not shaped like `x` (a `chex` check, made when traced).
     """
     if method not in ("dopri5", "tsit5"):
         raise ValueError(f"Unknown method {method!r}; choose 'dopri5' or 'tsit5'.")
     divergence = TRACES[trace](key, x.shape, probe=probe, num_probes=num_probes)
-    drift = probability_flow_drift(score_fn, sde)
+
+    def checked_score(x_t, t):
+        score = score_fn(x_t, t)
+        # Checked when traced: a score of another shape would broadcast into a wrong drift silently.
+        chex.assert_equal_shape([score, x_t], custom_message="score_fn(x, t) must be shaped like x")
+        return score
+
+    drift = probability_flow_drift(checked_score, sde)
     t0 = sde.t_min if t_min is None else t_min
 
     def vector_field(t, state, args):
@@ -252,7 +263,11 @@ def bits_per_dim(
 
     Returns:
       bits per dimension, shaped like `logp`.
+
+    Raises:
+      AssertionError: `num_dims` is not a positive number (a `chex` check).
     """
+    chex.assert_scalar_positive(num_dims)
     if offset is None:
         offset = bits_offset(levels)
     return -logp / (num_dims * math.log(2.0)) + offset

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -191,6 +192,9 @@ def denoising_score_matching(
 
     Returns:
       `(loss, metrics)`: the batch mean (a scalar) and `{"loss": loss}`.
+
+    Raises:
+      AssertionError: `model_fn`'s output is not shaped like `x_t` (a `chex` check, made when traced).
     """
     if reduce not in ("mean", "sum"):
         raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}.")
@@ -206,7 +210,12 @@ def denoising_score_matching(
     mean, std = sde.marginal(x0, t)
     x_t = mean + std * eps
     alpha = broadcast_to_data(sde.alpha(t), x0)
-    eps_hat = to_eps(model_fn(x_t, t), prediction, x_t, alpha, std)
+    output = model_fn(x_t, t)
+    # Checked when traced: an output of another shape would broadcast against eps silently.
+    chex.assert_equal_shape(
+        [output, x_t], custom_message=f"model_fn(x_t, t) must predict {prediction} shaped like x_t"
+    )
+    eps_hat = to_eps(output, prediction, x_t, alpha, std)
     # lambda || s + eps / sigma ||^2 = (lambda / sigma^2) || eps_hat - eps ||^2 with s = -eps_hat / sigma.
     residual = jnp.reshape(eps_hat - eps, (batch, -1))  # [B, D]
     sq = jnp.mean(residual**2, axis=-1) if reduce == "mean" else jnp.sum(residual**2, axis=-1)
