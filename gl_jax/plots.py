@@ -10,7 +10,14 @@ from PIL import Image
 
 from gl_jax import files
 
-__all__ = ["image_grid", "save_image_grid", "save_scatter", "save_loss_curve", "save_samples"]
+__all__ = [
+    "scatter_limits",
+    "image_grid",
+    "save_image_grid",
+    "save_scatter",
+    "save_loss_curve",
+    "save_samples",
+]
 
 
 def image_grid(images: np.ndarray, *, ncols: int | None = None, pad: int = 1) -> np.ndarray:
@@ -58,6 +65,19 @@ def _pyplot():
     return plt
 
 
+def scatter_limits(points: np.ndarray, *, margin: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """Axis limits `(low [2], high [2])` that show the bulk of `points` `[N, D]` (first two coordinates):
+    the 1st to 99th percentile widened by `margin` of its span, so a few far outliers (a diverging
+    sampler) cannot shrink the data to a dot. Non-finite points are ignored."""
+    xy = np.asarray(points, np.float64)[:, :2]
+    xy = xy[np.all(np.isfinite(xy), axis=1)]
+    if len(xy) == 0:
+        return np.full(2, -1.0), np.full(2, 1.0)
+    low, high = np.percentile(xy, 1, axis=0), np.percentile(xy, 99, axis=0)
+    pad = margin * np.maximum(high - low, 1e-6)
+    return low - pad, high + pad
+
+
 def save_scatter(path: str | os.PathLike, points: np.ndarray, *, reference: np.ndarray | None = None) -> None:
     """Scatter plot of 2-D points (first two coordinates), with optional reference data behind them."""
     plt = _pyplot()
@@ -65,6 +85,9 @@ def save_scatter(path: str | os.PathLike, points: np.ndarray, *, reference: np.n
     if reference is not None:
         ax.scatter(reference[:, 0], reference[:, 1], s=2, c="lightgray", label="data")
     ax.scatter(points[:, 0], points[:, 1], s=2, c="tab:blue", label="samples")
+    low, high = scatter_limits(points if reference is None else reference)
+    ax.set_xlim(low[0], high[0])
+    ax.set_ylim(low[1], high[1])
     ax.set_aspect("equal")
     ax.legend(loc="upper right")
     _save_figure(fig, path)

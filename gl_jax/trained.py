@@ -1,4 +1,4 @@
-"""`load_run(workdir)`: a trained run as an object for your own code, in one line.
+"""`load_run(workdir)`: a trained run as an object for your own code, in one line::
 
     run = gl_jax.load_run("runs/toy_vp")
     x = run.sample(jax.random.key(0), 64)            # [64, *data_shape], the run's sampler
@@ -99,7 +99,7 @@ def load_run(workdir: str, *, step: int | None = None, ema: bool = True) -> Trai
     Raises:
       FileNotFoundError: the folder has no `run.json` (not a run, or one trained before runs recorded
         their config), naming the fix.
-      gl_jax.train.checkpoint.CheckpointError: no sound checkpoint (of that step).
+      gl_jax.train.save_errors.CheckpointError: no sound checkpoint (of that step).
     """
     workdir = reading_workdir(workdir, purpose="load")
     record = read_record(workdir)

@@ -44,7 +44,8 @@ def test_smoke_variant_trains_and_samples(name, tmp_path, data_dir):
 
     samples = sample(config, str(tmp_path))
     assert samples.shape[0] == config.sample.num_samples and np.all(np.isfinite(samples))
-    assert (tmp_path / "samples" / "samples.png").exists() and (tmp_path / "samples" / "samples.npz").exists()
+    assert len(list((tmp_path / "samples").glob("sample_*_001.png"))) == 1
+    assert len(list((tmp_path / "samples").glob("sample_*_001.npz"))) == 1
 
 
 def test_all_configs_load():

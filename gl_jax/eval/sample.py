@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import jax
 import ml_collections
@@ -25,7 +26,9 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray:
     """Draws `config.sample.num_samples` samples from the latest checkpoint in `workdir`.
 
     Reads the checkpoints without writing anything among them, so it may run while the same workdir
-    trains. Writes `samples/samples.png` and `samples/samples.npz` (each replaced whole).
+    trains. Each call writes new files, `samples/sample_<step>_<n>.png` and `.npz` (n = 1, 2, ... for the
+    calls on one checkpoint), drawn with a key of the step and n, so earlier samples are kept and every
+    file can be drawn again.
 
     Args:
       config: the run's experiment config.
@@ -43,12 +46,24 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray:
         distributed.initialize(config.distributed)
         run = Experiment(config, load_train=False)
         state = run.restore(workdir, purpose="sample from")
-        key = jax.random.fold_in(run.sample_key, int(state.step) + 1)
-        path = os.path.join(workdir, "samples", "samples.png")
-        samples = run.sample_picture(run.sampling_params(state), key, path)
+        step = int(state.step)
+        folder = os.path.join(workdir, "samples")
+        n = _next_index(folder, step)
+        key = jax.random.fold_in(jax.random.fold_in(run.sample_key, step + 1), n)
+        stem = os.path.join(folder, f"sample_{step:07d}_{n:03d}")
+        samples = run.sample_picture(run.sampling_params(state), key, stem + ".png")
         if jax.process_index() == 0:
-            files.save_npz(
-                os.path.join(workdir, "samples", "samples.npz"), samples=samples, step=int(state.step)
-            )
-            log.info("Sampled from the checkpoint of step %d.", int(state.step))
+            files.save_npz(stem + ".npz", samples=samples, step=step, index=n)
+            log.info("Sampled from the checkpoint of step %d into %s.png and .npz.", step, stem)
         return samples
+
+
+def _next_index(folder: str, step: int) -> int:
+    """1 + the largest n of the `sample_<step>_<n>.npz` files already in `folder`."""
+    pattern = re.compile(rf"^sample_{step:07d}_(\d+)\.npz$")
+    taken = [
+        int(m.group(1))
+        for name in (os.listdir(folder) if os.path.isdir(folder) else [])
+        if (m := pattern.match(name))
+    ]
+    return max(taken, default=0) + 1

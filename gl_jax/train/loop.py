@@ -282,14 +282,17 @@ def _save_loss_curve(workdir: str) -> None:
 
 
 def _evaluate(run: Experiment, state: TrainState, step: int, workdir: str, writer: MetricsWriter) -> None:
-    """Eval loss of the EMA parameters and a sample picture, on process 0 (the others go on training)."""
+    """Eval loss of the EMA parameters and a sample picture (a file, and in TensorBoard for images), on
+    process 0 (the others go on training)."""
     if jax.process_index() != 0:
         return
     params, key, picture = _step_picture(run, state, step, workdir)
     eval_loss = run.eval_loss(params, key)
     if eval_loss is not None:
         writer.write_scalars(step, {"eval_loss": eval_loss})
-    run.sample_picture(params, key, picture)
+    samples = run.sample_picture(params, key, picture)
+    if samples.ndim == 4:  # Images: the grid in TensorBoard too, under the step it was drawn at.
+        writer.write_image(step, "samples", plots.image_grid(samples))
 
 
 def _step_picture(run: Experiment, state: TrainState, step: int, workdir: str) -> tuple[Any, jax.Array, str]:

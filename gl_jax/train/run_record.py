@@ -12,6 +12,7 @@ other change (sampler, steps, evaluation settings) is applied and noted in the l
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import os
@@ -100,15 +101,21 @@ def _git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def _version() -> str:
+    """The installed gl_jax's version (package metadata: this layer does not import the package root)."""
+    try:
+        return importlib.metadata.version("gl_jax")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def write_record(config: ml_collections.ConfigDict, spec: DataSpec, workdir: str) -> None:
     """Writes `<workdir>/run.json` (atomically) for a training run that starts or resumes."""
-    from gl_jax import __version__
-
     record = {
         "config": _canonical(config),
         "spec": _canonical(dataclasses.asdict(spec)),
         "command": list(sys.argv),
-        "version": __version__,
+        "version": _version(),
         "commit": _git_commit(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -94,3 +94,25 @@ def test_a_damaged_record_is_set_aside_and_written_again_by_training(toy_run, tm
     train_and_evaluate(config, copy)  # The finished run starts, sets the record aside and writes it anew.
     assert read_record(copy).config.sample.steps == 4
     assert (tmp_path / "run" / "run.json.corrupt").exists()
+
+
+def test_each_sample_call_writes_new_files_with_its_own_key(toy_run):
+    import glob
+
+    workdir, config, _ = toy_run
+    first, second = sample(config, workdir), sample(config, workdir)
+    stems = sorted(glob.glob(f"{workdir}/samples/sample_0000020_*.npz"))
+    assert [s[-7:-4] for s in stems][-2:] == [f"{n:03d}" for n in (len(stems) - 1, len(stems))]
+    assert not np.allclose(first, second)  # Drawn with keys of (step, n): new samples, none overwritten.
+    again = np.load(stems[-1])["samples"]
+    np.testing.assert_array_equal(again, second)
+
+
+def test_scatter_limits_follow_the_bulk_not_the_outliers():
+    from gl_jax.plots import scatter_limits
+
+    points = np.random.default_rng(0).normal(size=(1000, 2))
+    points[:5] = 200.0  # A diverging sampler's few far samples.
+    points[5] = np.nan
+    low, high = scatter_limits(points)
+    assert np.all(low > -5) and np.all(high < 5) and np.all(low < -1.5) and np.all(high > 1.5)
