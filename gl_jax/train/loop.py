@@ -134,6 +134,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
     step_fn = parallel.compile_train_step(train_step, run.mesh, steps_per_call=k)
     # Records after the resumed step (written before a kill) are dropped, so no step appears twice.
     writer = MetricsWriter(workdir, enabled=is_main, resume_step=step)
+    # The resolved config beside the curves (TensorBoard's text tab), as a code block.
+    writer.write_text(step, "config", "```\n" + str(config) + "\n```")
     progress = tqdm.tqdm(
         total=t.num_steps, initial=step, unit="step", disable=not is_main, dynamic_ncols=True, mininterval=1.0
     )

@@ -49,6 +49,11 @@ class MetricsWriter:
         for k, v in scalars.items():
             self._tb.add_scalar(k, v, int(step))
 
+    def write_text(self, step: int, tag: str, text: str) -> None:
+        """Text in TensorBoard's text tab (markdown), e.g. the run's config."""
+        if self._enabled:
+            self._tb.add_text(tag, text, int(step))
+
     def write_image(self, step: int, tag: str, image_hwc_uint8) -> None:
         if self._enabled:
             self._tb.add_image(tag, image_hwc_uint8, int(step), dataformats="HWC")

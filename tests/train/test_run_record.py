@@ -116,3 +116,40 @@ def test_scatter_limits_follow_the_bulk_not_the_outliers():
     points[5] = np.nan
     low, high = scatter_limits(points)
     assert np.all(low > -5) and np.all(high < 5) and np.all(low < -1.5) and np.all(high > 1.5)
+
+
+def _tensorboard_tags(folder) -> dict[str, set[str]]:
+    """Tags by kind (scalars, images, text) in `folder`'s event files, read with tensorboardX's protos."""
+    import glob
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    tags: dict[str, set[str]] = {"scalar": set(), "image": set(), "text": set()}
+    for path in glob.glob(f"{folder}/events.out.tfevents.*"):
+        data = open(path, "rb").read()
+        at = 0
+        while at < len(data):  # TFRecord: length, its crc, the event, its crc.
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                kind = value.WhichOneof("value")
+                if kind == "simple_value":
+                    tags["scalar"].add(value.tag)
+                elif kind == "image":
+                    tags["image"].add(value.tag)
+                elif value.metadata.plugin_data.plugin_name == "text":
+                    tags["text"].add(value.tag)
+    return tags
+
+
+def test_tensorboard_holds_the_curves_the_config_and_the_sample_grids(tmp_path, data_dir):
+    config = load_config("digits_vp", "smoke")  # Images: the eval's sample grid goes to TensorBoard too.
+    config.data.data_dir = data_dir
+    train_and_evaluate(config, str(tmp_path))
+    tags = _tensorboard_tags(tmp_path / "tensorboard")
+    print(tags)
+    assert {"loss", "grad_norm", "steps_per_sec"} <= tags["scalar"]
+    assert "samples" in tags["image"]
+    assert any(t.startswith("config") for t in tags["text"])
