@@ -31,6 +31,7 @@ IMPORTED_AS = {
     "tqdm": "tqdm",
     "tensorboardX": "tensorboardX",
     "scikit-learn": "sklearn",  # The default dataset's (and `make demo`'s) 8x8 digits.
+    "importlib_resources": None,  # TFDS needs it when it prepares a dataset and does not declare it.
 }
 
 
