@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_open", "write_bytes", "write_json", "save_npz", "read_npz", "UnreadableFile"]
+__all__ = ["atomic_open", "write_bytes", "write_json", "canonical", "save_npz", "read_npz", "UnreadableFile"]
 
 _TMP = ".tmp"
 
@@ -67,6 +67,14 @@ def write_json(path: str | os.PathLike, value: Any) -> None:
     with atomic_open(path, "w") as f:
         json.dump(value, f, indent=2)
         f.write("\n")
+
+
+def canonical(value: Any) -> Any:
+    """`value` as it reads back from JSON: tuples become lists and mappings with a `to_dict` (ConfigDicts)
+    dicts, so values written either way compare equal (fingerprints of resumable work, saved configs)."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 def save_npz(path: str | os.PathLike, **arrays: Any) -> None:

@@ -38,7 +38,7 @@ from gl_jax.eval.frechet import fid
 from gl_jax.eval.inception_score import inception_score
 from gl_jax.eval.mmd import kernel_inception_distance
 from gl_jax.eval.precision_recall import precision_recall
-from gl_jax.eval.progress import Progress, canonical, run_batches, unit_key
+from gl_jax.eval.progress import Progress, run_batches, unit_key
 from gl_jax.eval.reference import ReferenceStats, compute_stats, feature_extractor, feature_kind
 from gl_jax.eval.settings import EvalSetting, bind, eval_settings, resolve
 from gl_jax.interrupts import handle_signals
@@ -257,7 +257,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
         entry: dict[str, Any] = {
             "sampler": setting.sampler,
             "steps": setting.steps,
-            "options": canonical(dict(setting.options)),
+            "options": files.canonical(dict(setting.options)),
             "threshold": setting.threshold,
         }
         nfe = [int(b["nfe"]) for b in batches if "nfe" in b]

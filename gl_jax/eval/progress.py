@@ -15,7 +15,6 @@ import shutil
 import time
 import zlib
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import numpy as np
@@ -23,17 +22,12 @@ import tqdm
 
 from gl_jax import files
 
-__all__ = ["Progress", "canonical", "unit_key", "run_batches"]
+__all__ = ["Progress", "unit_key", "run_batches"]
 
 log = logging.getLogger(__name__)
 
 # Folded into the run's seed first, so evaluation keys never coincide with the trainer's.
 _EVAL_TAG = 0x45564C
-
-
-def canonical(value: Any) -> Any:
-    """A JSON round trip, so fingerprints compare equal however their tuples and lists were written."""
-    return json.loads(json.dumps(value))
 
 
 class Progress:
@@ -46,7 +40,7 @@ class Progress:
 
     def __init__(self, folder: str, fingerprint: dict):
         self.folder = folder
-        self.fingerprint = canonical(fingerprint)
+        self.fingerprint = files.canonical(fingerprint)
         self.done, self.seconds = 0, 0.0
         state = self._read_state()
         if state is not None and state.get("fingerprint") == self.fingerprint:

@@ -24,7 +24,7 @@ from gl_jax.families.gan import GAN, GANOptions
 from gl_jax.families.latent import LatentDiffusion, LatentOptions
 from gl_jax.families.vae import VAE, VAEOptions, params_per_channel
 from gl_jax.losses.score import TIME_SAMPLINGS, WEIGHTINGS
-from gl_jax.models.registry import AR_MODELS, GAN_MODELS, VAE_MODELS, build_model
+from gl_jax.models.registry import AR_MODELS, GAN_MODELS, MODELS, VAE_MODELS
 from gl_jax.parametrization import PREDICTIONS
 from gl_jax.registry import Registry, check_keys, init_fields, plain
 from gl_jax.samplers import SAMPLERS, THRESHOLDS
@@ -94,9 +94,10 @@ def options_from_config(cls: type[T], config: ml_collections.ConfigDict, section
     return typed_options(cls, config[section], where=f"config.{section}")
 
 
-def _model(models: Registry, options: Any, *, where: str = "config.model", **fixed: Any) -> Any:
-    options = dict(plain(options))
-    return models.build(options.pop("name", None), options, where=where, **fixed)
+def _from_section(registry: Registry, section: Any, *, where: str = "config.model", **fixed: Any) -> Any:
+    """`registry.build(section.name, the section's other options)`: a config section naming its builder."""
+    options = dict(plain(section))
+    return registry.build(options.pop("name", None), options, where=where, **fixed)
 
 
 def _require_images(spec: DataSpec, family: str) -> None:
@@ -137,10 +138,8 @@ def build_score(
 ):
     """Score-based diffusion (`config.model`, `config.sde`, `config.loss`, `config.sample`)."""
     del load_params
-    model_options = dict(plain(config.model))
-    model = build_model(model_options.pop("name", None), model_options)
-    sde_options = dict(plain(config.sde))
-    sde = SDES.build(sde_options.pop("name", None), sde_options, where="config.sde")
+    model = _from_section(MODELS, config.model)
+    sde = _from_section(SDES, config.sde, where="config.sde")
     sample = config.sample
     sampler = bind_sampler(
         sample.sampler, steps=sample.steps, options=sample.options, where="config.sample.options"
@@ -182,7 +181,7 @@ def build_gan(config: ml_collections.ConfigDict, spec: DataSpec, *, load_params:
     allowed = [k for k in config.optim if k != "grad_accum_steps"]
     for player in ("generator_optim", "discriminator_optim"):
         check_keys(dict(getattr(options, player)), allowed, where=f"config.gan.{player}", what="config.optim")
-    model = _model(GAN_MODELS, config.model, image_shape=tuple(spec.shape))
+    model = _from_section(GAN_MODELS, config.model, image_shape=tuple(spec.shape))
     return GAN(model=model, data_shape=tuple(spec.shape), options=options)
 
 
@@ -200,7 +199,7 @@ def vae_from_options(
     """
     out = spec.shape[-1] * params_per_channel(options.decoder, options.num_mixtures)
     return VAE(
-        model=_model(VAE_MODELS, model_options, where=where, out_channels=out),
+        model=_from_section(VAE_MODELS, model_options, where=where, out_channels=out),
         data_shape=tuple(spec.shape),
         levels=spec.levels,
         dequantized=dequantized,
@@ -242,7 +241,7 @@ def build_autoregressive(
         )
     length = math.prod(spec.shape)
     return Autoregressive(
-        model=_model(AR_MODELS, config.model, vocab_size=vocab, max_len=length),
+        model=_from_section(AR_MODELS, config.model, vocab_size=vocab, max_len=length),
         data_shape=tuple(spec.shape),
         vocab_size=vocab,
         image=image,

@@ -34,6 +34,7 @@ RUN_FILE = "run.json"
 
 # Config entries that define what a checkpoint's numbers mean: with another value, the same parameters
 # would be read as another model. A family's own options section counts when the config has it.
+_FAMILY_SECTIONS = ("gan", "vae", "ar", "latent")
 MEANING_KEYS = (
     "family",
     "model",
@@ -42,11 +43,10 @@ MEANING_KEYS = (
     "loss.noise_cond",
     "data.name",
     "data.dequantize",
-    "gan",
-    "vae",
-    "ar",
-    "latent",
+    *_FAMILY_SECTIONS,
 )
+# An entry one config has and the other lacks.
+_MISSING = "<missing>"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,18 +70,11 @@ class RunRecord:
     started: str
 
 
-def _canonical(value: Any) -> Any:
-    """A JSON round trip: tuples and lists, ConfigDicts and dicts compare equal."""
-    if isinstance(value, ml_collections.ConfigDict | ml_collections.FrozenConfigDict):
-        value = value.to_dict()
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
 def _entry(config: Any, key: str) -> Any:
     """`config.<key>` for a dotted key, or a marker when it is missing."""
     for part in key.split("."):
         if part not in config:
-            return "<missing>"
+            return _MISSING
         config = config[part]
     return config
 
@@ -112,8 +105,8 @@ def _version() -> str:
 def write_record(config: ml_collections.ConfigDict, spec: DataSpec, workdir: str) -> None:
     """Writes `<workdir>/run.json` (atomically) for a training run that starts or resumes."""
     record = {
-        "config": _canonical(config),
-        "spec": _canonical(dataclasses.asdict(spec)),
+        "config": files.canonical(config),
+        "spec": files.canonical(dataclasses.asdict(spec)),
         "command": list(sys.argv),
         "version": _version(),
         "commit": _git_commit(),
@@ -174,14 +167,14 @@ def check_config_matches(
       ValueError: an entry of `MEANING_KEYS` differs (one line naming it, both values and the fix).
     """
     for key in MEANING_KEYS:
-        mine, theirs = _canonical(_entry(config, key)), _canonical(_entry(saved, key))
-        if mine != theirs and not (key in ("gan", "vae", "ar", "latent") and "<missing>" in (mine, theirs)):
+        mine, theirs = files.canonical(_entry(config, key)), files.canonical(_entry(saved, key))
+        if mine != theirs and not (key in _FAMILY_SECTIONS and _MISSING in (mine, theirs)):
             raise ValueError(
                 f"config.{key}={json.dumps(mine)} differs from the run in {workdir}, trained with "
                 f"config.{key}={json.dumps(theirs)}: its checkpoint would be read as another model. Use the "
                 f"run's config (saved in {os.path.join(workdir, RUN_FILE)}) or a new --workdir."
             )
-    changed = sorted(_differences(_canonical(config), _canonical(saved)))
+    changed = sorted(_differences(files.canonical(config), files.canonical(saved)))
     if changed:
         log.info("Options that differ from the run's training config (applied): %s.", ", ".join(changed))
 
@@ -190,6 +183,6 @@ def _differences(a: Any, b: Any, prefix: str = "config") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for key in sorted(set(a) | set(b)):
-            out += _differences(a.get(key, "<missing>"), b.get(key, "<missing>"), f"{prefix}.{key}")
+            out += _differences(a.get(key, _MISSING), b.get(key, _MISSING), f"{prefix}.{key}")
         return out
     return [] if a == b else [prefix]
