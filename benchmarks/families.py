@@ -41,11 +41,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import math
 import os
-import pathlib
 import time
 
 import jax
@@ -54,7 +52,7 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
 
-from gl_jax import plots
+from gl_jax import experiments, plots
 from gl_jax.data.pipeline import load_arrays, make_dataset
 from gl_jax.data.sources import open_dataset
 from gl_jax.families import build_family
@@ -66,7 +64,6 @@ from gl_jax.train import TrainState, make_optimizer, make_train_step, parallel
 from gl_jax.train.checkpoint import Checkpointer
 from gl_jax.train.saved_params import load_params
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 # Row name -> experiment file; the VAE runs before latent diffusion, which reads its checkpoint.
 CONFIGS = {
     "diffusion": "fashion_mnist_vp",
@@ -78,10 +75,7 @@ CONFIGS = {
 
 
 def load_config(name: str, variant: str) -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return experiments.get_config(f"{name}:{variant}")
 
 
 def train(config, *, budget_s: float, max_steps: int, data_dir: str | None):

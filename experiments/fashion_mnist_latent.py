@@ -12,27 +12,16 @@ so each step is cheaper than pixel-space diffusion (experiments/fashion_mnist_vp
 Target: recognisable garments in samples/*.png.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
 from gl_jax.configs import base_config, two_step_run
-
-
-def _vae_config(variant: str) -> ml_collections.ConfigDict:
-    """The config of the VAE run whose checkpoint this one reads (the same file's same variant)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fashion_mnist_vae.py")
-    spec = importlib.util.spec_from_file_location("fashion_mnist_vae_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+from gl_jax.experiments import get_config as experiment_config
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     if variant not in ("", "smoke"):
         raise ValueError(f"Unknown variant {variant!r} of fashion_mnist_latent; use '' or 'smoke'.")
-    vae = _vae_config(variant)
+    vae = experiment_config(f"fashion_mnist_vae:{variant}")  # The VAE run whose checkpoint this one reads.
     c = base_config()
     c.family = "latent"
     c.data.name = "fashion_mnist"

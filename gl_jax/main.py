@@ -1,10 +1,14 @@
 """The `gl-jax` command: parses flags and hands over to `train_and_evaluate`, `sample`, `compute_stats` or
 `evaluate`.
 
-  gl-jax --config experiments/digits_vp.py[:variant] --workdir DIR --mode train|sample|eval \
-         [--config.optim.lr=1e-4 ...]
-  gl-jax --config experiments/digits_vp.py[:variant] --mode stats    # reference statistics for FID
-  gl-jax --config experiments/digits_vp.py[:variant] --print_config  # the config after overrides
+  gl-jax --config digits_vp[:variant] --workdir DIR [--mode train] [--config.optim.lr=1e-4 ...]
+  gl-jax --workdir DIR --mode sample|eval [--config.sample.steps=100 ...]   # the run's saved config
+  gl-jax --config digits_vp[:variant] --mode stats            # reference statistics for FID
+  gl-jax --config experiments/digits_vp.py --print_config     # the config after overrides
+
+`--config` takes the name of a config that ships with the package (`gl_jax.experiments`) or a config
+file's path, each with an optional `:variant`. Left out, it is the config saved in the workdir's
+`run.json` by the training run (`gl_jax.train.saved_config`).
 
 `gl-jax --help` lists the command's own flags and modes (`help_text`); `--helpfull` adds absl's and JAX's.
 Bad input (a config file that is missing or not Python, an unknown or out-of-range option, a missing
@@ -31,7 +35,7 @@ _FLAGS_DEFINED = False
 
 # The command's own flags, one line each, for `--help` (absl's `--helpfull` lists them among its own).
 FLAG_HELP = (
-    ("--config FILE[:variant]", "the experiment config (required), e.g. experiments/toy_vp.py:smoke"),
+    ("--config NAME|FILE[:variant]", "the experiment config, e.g. toy_vp:smoke; default: <workdir>/run.json"),
     ("--config.SECTION.KEY=VALUE", "override one config value, e.g. --config.optim.lr=5e-4 (repeatable)"),
     ("--workdir DIR", "the run's folder; an existing one is resumed (every mode but stats)"),
     ("--mode MODE", "train (default), sample, stats or eval; see the modes below"),
@@ -44,22 +48,22 @@ MODE_HELP = (
     (
         "train",
         "train the model; a workdir holding checkpoints is resumed",
-        "gl-jax --config experiments/digits_vp.py --workdir runs/digits_vp",
+        "gl-jax --config digits_vp --workdir runs/digits_vp",
     ),
     (
         "sample",
         "draw samples from the workdir's newest checkpoint into <workdir>/samples/",
-        "gl-jax --config experiments/digits_vp.py --workdir runs/digits_vp --mode sample",
+        "gl-jax --workdir runs/digits_vp --mode sample",
     ),
     (
         "stats",
         "the data's reference statistics for FID and KID, once per dataset (no workdir)",
-        "gl-jax --config experiments/fashion_mnist_ddpmpp.py --mode stats",
+        "gl-jax --config fashion_mnist_ddpmpp --mode stats",
     ),
     (
         "eval",
         "FID, KID, precision/recall, bits/dim of the newest checkpoint into <workdir>/eval/report.json",
-        "gl-jax --config experiments/fashion_mnist_ddpmpp.py --workdir runs/fm --mode eval",
+        "gl-jax --workdir runs/fm --mode eval",
     ),
 )
 _HELP_ARGS = ("-h", "-?", "-help", "--help", "--helpshort")
@@ -69,18 +73,36 @@ def help_text() -> str:
     """What `gl-jax --help` prints: usage, the command's own flags and the modes with an example each."""
     width = max(len(name) for name, _ in FLAG_HELP)
     lines = [
-        "usage: gl-jax --config FILE[:variant] [--workdir DIR] [--mode MODE] [--config.SECTION.KEY=VALUE]...",
+        "usage: gl-jax [--config NAME|FILE[:variant]] [--workdir DIR] [--mode MODE] "
+        "[--config.SECTION.KEY=VALUE]...",
         "",
-        "Trains, samples and evaluates the generative models of an experiment config (experiments/*.py).",
+        "Trains, samples and evaluates the generative models of an experiment config.",
         "",
         "flags:",
         *(f"  {name:<{width}}  {text}" for name, text in FLAG_HELP),
         "",
         "modes:",
     ]
+    tail = [
+        "",
+        "configs (NAME):",
+        *_wrapped(", ".join(_experiment_names()), indent="  "),
+    ]
     for name, text, example in MODE_HELP:
         lines += [f"  {name:<7} {text}", f"  {'':<7}   {example}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + tail) + "\n"
+
+
+def _experiment_names() -> list[str]:
+    from gl_jax.experiments import names
+
+    return names()
+
+
+def _wrapped(text: str, *, indent: str, width: int = 100) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent)
 
 
 def _define_flags() -> None:
@@ -91,7 +113,9 @@ def _define_flags() -> None:
     from absl import flags
     from ml_collections import config_flags
 
-    _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]).")
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", None, "Experiment config: a name of gl_jax.experiments or a file's path, [:variant]."
+    )
     _WORKDIR = flags.DEFINE_string(
         "workdir", None, "The run's folder; an existing one is resumed. Not needed by --mode stats."
     )
@@ -112,7 +136,6 @@ def _define_flags() -> None:
     _PRINT_CONFIG = flags.DEFINE_bool(
         "print_config", False, "Print the config after the command line's overrides and exit (reads no data)."
     )
-    flags.mark_flags_as_required(["config"])
     _FLAGS_DEFINED = True
 
 
@@ -156,20 +179,83 @@ def _check_private(folder: str, *, create: bool) -> None:
         )
 
 
-def _config_argument(argv: list[str]) -> str | None:
-    """The value of `--config` in `argv` (`--config=X` or `--config X`), if any."""
+# The config source after `_resolve_config`: a file path[:variant] (what absl reads), and how to name it.
+_CONFIG_SOURCE: str | None = None
+_CONFIG_SHOWN: str | None = None
+
+
+def _flag_argument(argv: list[str], name: str) -> str | None:
+    """The value of `--<name>` in `argv` (`--name=X` or `--name X`), if any."""
     for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
+        if arg.startswith(f"--{name}="):
             return arg.split("=", 1)[1]
-        if arg == "--config" and i + 1 < len(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
             return argv[i + 1]
     return None
+
+
+def _config_argument(argv: list[str]) -> str | None:
+    """The config file[:variant] absl reads: `_resolve_config`'s, else the `--config` value in `argv`."""
+    return _CONFIG_SOURCE if _CONFIG_SOURCE is not None else _flag_argument(argv, "config")
+
+
+def _is_name(path: str) -> bool:
+    """Whether a `--config` value names a packaged config (`toy_vp`, `gl_jax.experiments.toy_vp`)."""
+    return bool(path) and os.sep not in path and "/" not in path and not path.endswith(".py")
+
+
+def _resolve_config(argv: list[str]) -> list[str]:
+    """`argv` with `--config` as a file path absl can read: a packaged config's name becomes its file;
+    without `--config`, the saved config of `--workdir`'s run (`gl_jax.train.saved_config`).
+
+    Raises:
+      UsageError: no `--config` and no run to take it from, or an unknown config name.
+    """
+    global _CONFIG_SOURCE, _CONFIG_SHOWN
+    value = _flag_argument(argv, "config")
+    if value is None:
+        workdir = _flag_argument(argv, "workdir")
+        from gl_jax.train.run_record import RUN_FILE
+
+        if not workdir or not os.path.isfile(os.path.join(os.path.expanduser(workdir), RUN_FILE)):
+            where = f"{workdir} has no {RUN_FILE}" if workdir else "no --workdir is given"
+            raise UsageError(
+                f"--config is missing and {where} to take a trained run's config from: pass an experiment "
+                "config, e.g. --config toy_vp:smoke (gl-jax --help lists the names), or the --workdir of a "
+                "trained run."
+            )
+        from gl_jax.train import saved_config
+
+        folder = os.path.abspath(os.path.expanduser(workdir))
+        _CONFIG_SOURCE = f"{saved_config.__file__}:{folder}"
+        _CONFIG_SHOWN = os.path.join(folder, RUN_FILE)
+        return [f"--config={_CONFIG_SOURCE}", *argv]  # Before the overrides, which absl reads after it.
+    path, colon, variant = value.partition(":")
+    _CONFIG_SHOWN = value
+    if os.path.isfile(path) or not _is_name(path):
+        return argv
+    from gl_jax import experiments
+
+    try:
+        resolved = experiments.config_path(path.removeprefix("gl_jax.experiments."))
+    except ValueError as e:
+        raise UsageError(f"--config {value}: {e}") from None
+    _CONFIG_SOURCE = resolved + colon + variant
+    out, i = [], 0
+    while i < len(argv):  # `--config X` or `--config=X`, replaced by `--config=<file>[:variant]`.
+        if argv[i] == "--config" and i + 1 < len(argv):
+            out.append(f"--config={_CONFIG_SOURCE}")
+            i += 2
+            continue
+        out.append(f"--config={_CONFIG_SOURCE}" if argv[i].startswith("--config=") else argv[i])
+        i += 1
+    return out
 
 
 def _check_config_file(value: str) -> None:
     """One line for a config file that is missing or is not Python, before absl reads it."""
     path = value.split(":", 1)[0]
-    example = "e.g. --config experiments/digits_vp.py (or experiments/digits_vp.py:smoke)"
+    example = "e.g. --config digits_vp:smoke (a packaged config's name) or --config experiments/digits_vp.py"
     if not path:
         raise UsageError(f"--config is empty; pass an experiment config file, {example}.")
     if not os.path.isfile(path):
@@ -293,9 +379,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
         sys.stdout.write(help_text())
         sys.exit(0)
     try:
-        value = _config_argument(argv[1:])
-        if value is not None:
-            _check_config_file(value)
+        argv = [argv[0], *_resolve_config(argv[1:])]
+        _check_config_file(_config_argument(argv[1:]))
         return flags.FLAGS(argv)
     except UsageError as e:
         _exit_line(f"gl-jax: error: {e}")
@@ -357,9 +442,8 @@ def _print_config(config, mode: str) -> None:
         check_config(config, mode=mode)
     except ValueError as e:
         _exit_line(f"gl-jax: error: {_one_line(e)}")
-    source = _config_argument(sys.argv[1:])
     overrides = len(_override_paths(sys.argv[1:]))
-    sys.stdout.write(f"# The config of {source} after {overrides} command-line override(s).\n{config}")
+    sys.stdout.write(f"# The config of {_CONFIG_SHOWN} after {overrides} command-line override(s).\n{config}")
     sys.stdout.flush()
     sys.exit(0)
 

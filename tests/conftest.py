@@ -17,10 +17,7 @@ def data_dir(tmp_path_factory) -> str:
 
 
 def load_config(name: str, variant: str = ""):
-    """Loads `experiments/<name>.py` and calls its `get_config(variant)`."""
-    import importlib.util
+    """`get_config(variant)` of `experiments/<name>.py` (the package's `gl_jax.experiments`)."""
+    from gl_jax import experiments
 
-    spec = importlib.util.spec_from_file_location(f"experiments.{name}", REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return experiments.get_config(f"{name}:{variant}")

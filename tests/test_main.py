@@ -12,7 +12,7 @@ from tests.conftest import REPO
 TOY = str(REPO / "experiments" / "toy_vp.py") + ":smoke"
 
 
-def _cli(*args, data_dir, **env_vars):
+def _cli(*args, data_dir, cwd=REPO, **env_vars):
     env = {**os.environ, "TFDS_DATA_DIR": data_dir, "JAX_PLATFORMS": "cpu", **env_vars}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     return subprocess.run(
@@ -21,7 +21,7 @@ def _cli(*args, data_dir, **env_vars):
         capture_output=True,
         text=True,
         timeout=600,
-        cwd=REPO,
+        cwd=cwd,
     )
 
 
@@ -29,13 +29,39 @@ def test_cli_train_then_sample(tmp_path, data_dir):
     # The CLI keeps JAX's persistent compilation cache in $GL_JAX_CACHE/jax (every compilation, here).
     cache = {"GL_JAX_CACHE": str(tmp_path / "cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     run = tmp_path / "run"
-    proc = _cli("--config", TOY, "--workdir", str(run), "--config.optim.lr=5e-4", data_dir=data_dir, **cache)
+    # A packaged config by name, from a folder that is not the repository.
+    proc = _cli(
+        "--config", "toy_vp:smoke", "--workdir", str(run), "--config.optim.lr=5e-4",
+        data_dir=data_dir, cwd=tmp_path, **cache,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step/s" in proc.stderr  # The progress bar shows the rate.
     assert len(os.listdir(tmp_path / "cache" / "jax")) >= 2  # At least the init and the train step.
-    proc = _cli("--config", TOY, "--workdir", str(run), "--mode", "sample", data_dir=data_dir, **cache)
+    # Without --config: the run's saved config (its lr, not the file's), with an override applied.
+    proc = _cli("--workdir", str(run), "--print_config", "--config.sample.steps=7", data_dir=data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert str(run / "run.json") in proc.stdout.splitlines()[0]
+    assert "  lr: 0.0005" in proc.stdout and "  steps: 7" in proc.stdout
+    sample = ("--workdir", str(run), "--mode", "sample")
+    proc = _cli(*sample, "--config.sample.steps=7", data_dir=data_dir, **cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((run / "samples").glob("sample_*_001.npz"))) == 1
+    # An override that changes what the checkpoint means is refused, with the fix.
+    proc = _cli(*sample, "--config.sde.beta_max=5", data_dir=data_dir)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "config.sde=" in last and "run.json" in last, last
+
+
+def test_config_names_and_a_missing_config_are_one_line(tmp_path, data_dir):
+    proc = _cli("--config", "toy_pv:smoke", "--print_config", data_dir=data_dir)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "'toy_pv'" in last and "Did you mean 'toy_vp'" in last, last
+    proc = _cli("--workdir", str(tmp_path), "--mode", "sample", data_dir=data_dir)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "--config is missing" in last and "has no run.json" in last, last
+    # The dotted module name works as well as the bare name.
+    proc = _cli("--config", "gl_jax.experiments.digits_vp:smoke", "--print_config", data_dir=data_dir)
+    assert proc.returncode == 0 and "name: sklearn_digits" in proc.stdout, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize(
@@ -84,8 +110,12 @@ def test_help_lists_every_flag_and_mode_with_an_example(data_dir):
     for mode in ("train", "sample", "stats", "eval"):
         i = next(i for i, line in enumerate(lines) if line.split()[:1] == [mode])
         example = lines[i + 1].split()  # The mode's example command, on the line below its description.
-        assert example[:2] == ["gl-jax", "--config"], lines[i + 1]
+        assert example[0] == "gl-jax" and {"--config", "--workdir"} & set(example), lines[i + 1]
         assert mode == "train" or example[example.index("--mode") + 1] == mode, lines[i + 1]
+    from gl_jax.experiments import names
+
+    listed = proc.stdout.split("configs (NAME):", 1)[1].replace(",", " ").split()
+    assert listed == names() and "toy_vp" in listed
     # -h is the same help, with or without a config.
     assert _cli("-h", "--config", TOY, data_dir=data_dir).stdout == proc.stdout
 

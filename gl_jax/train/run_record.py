@@ -26,7 +26,15 @@ import ml_collections
 from gl_jax import files
 from gl_jax.spec import DataSpec
 
-__all__ = ["RUN_FILE", "MEANING_KEYS", "RunRecord", "write_record", "read_record", "check_config_matches"]
+__all__ = [
+    "RUN_FILE",
+    "MEANING_KEYS",
+    "RunRecord",
+    "write_record",
+    "read_record",
+    "saved_config",
+    "check_config_matches",
+]
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +161,21 @@ def read_record(workdir: str, *, set_aside: bool = False) -> RunRecord | None:
     )
 
 
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config the run in `workdir` was trained with (its `run.json`).
+
+    Raises:
+      FileNotFoundError: the workdir has no readable `run.json` (one line naming it and the fix).
+    """
+    record = read_record(workdir)
+    if record is None:
+        raise FileNotFoundError(
+            f"{os.path.join(workdir, RUN_FILE)} is missing or unreadable, so the run's config is unknown: "
+            "pass the config it was trained with, --config FILE[:variant] or --config NAME[:variant]."
+        )
+    return record.config
+
+
 def check_config_matches(
     config: ml_collections.ConfigDict, saved: ml_collections.ConfigDict, *, workdir: str
 ) -> None:
@@ -172,7 +195,8 @@ def check_config_matches(
             raise ValueError(
                 f"config.{key}={json.dumps(mine)} differs from the run in {workdir}, trained with "
                 f"config.{key}={json.dumps(theirs)}: its checkpoint would be read as another model. Use the "
-                f"run's config (saved in {os.path.join(workdir, RUN_FILE)}) or a new --workdir."
+                f"run's own config (leave out --config and any override of config.{key}; it is saved in "
+                f"{os.path.join(workdir, RUN_FILE)}), or a new --workdir."
             )
     changed = sorted(_differences(files.canonical(config), files.canonical(saved)))
     if changed:
