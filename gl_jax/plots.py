@@ -13,6 +13,7 @@ from gl_jax import files
 __all__ = [
     "scatter_limits",
     "image_grid",
+    "captioned_grids",
     "save_image_grid",
     "save_scatter",
     "save_loss_curve",
@@ -43,6 +44,57 @@ def save_image_grid(path: str | os.PathLike, images: np.ndarray, *, scale: int |
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     with files.atomic_open(path) as f:
         img.save(f, format=_format(path))
+
+
+def captioned_grids(
+    panels: list[tuple[str, np.ndarray]], *, caption: str, scale: int | None = None
+) -> np.ndarray:
+    """Image grids side by side under a caption, each with its label: e.g. `[("data", real), ("samples",
+    x)]` with caption "step 2000 | euler_maruyama, 500 steps | 500 NFE | EMA parameters".
+
+    Args:
+      panels: (label, images `[N, H, W, C]` in [-1, 1]) pairs; the grids are enlarged by one integer
+        factor (nearest), so every pixel stays a square of the same size.
+      caption: the line above the panels.
+      scale: the enlargement; default: about 256 pixels per grid side.
+
+    Returns:
+      The picture, RGB uint8 `[rows, cols, 3]`.
+    """
+    from PIL import ImageDraw, ImageFont
+
+    grids = [image_grid(images) for _, images in panels]
+    side = max(max(g.shape[:2]) for g in grids)
+    scale = scale or max(1, 256 // side)
+    font = ImageFont.load_default(size=14)
+    line, gap = 20, 12
+    tiles = []
+    for (label, _), grid in zip(panels, grids, strict=True):
+        tile = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).convert("RGB")
+        tiles.append((label, tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST)))
+    width = sum(t.width for _, t in tiles) + gap * (len(tiles) + 1)
+    width = max(width, int(font.getlength(caption)) + 2 * gap)
+    height = 2 * line + max(t.height for _, t in tiles) + gap
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((gap, 2), caption, fill="black", font=font)
+    x = gap
+    for label, tile in tiles:
+        draw.text((x, line + 2), label, fill="dimgray", font=font)
+        canvas.paste(tile, (x, 2 * line))
+        x += tile.width + gap
+    return np.asarray(canvas)
+
+
+def _save_array(path: str | os.PathLike, picture: np.ndarray) -> None:
+    with files.atomic_open(path) as f:
+        Image.fromarray(picture).save(f, format=_format(path))
+
+
+def _figure_array(fig) -> np.ndarray:
+    """A drawn matplotlib figure as RGB uint8 `[rows, cols, 3]`."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
 def _format(path: str | os.PathLike) -> str:
@@ -78,31 +130,59 @@ def scatter_limits(points: np.ndarray, *, margin: float = 0.25) -> tuple[np.ndar
     return low - pad, high + pad
 
 
-def save_scatter(path: str | os.PathLike, points: np.ndarray, *, reference: np.ndarray | None = None) -> None:
-    """Scatter plot of 2-D points (first two coordinates), with optional reference data behind them."""
+def save_scatter(
+    path: str | os.PathLike | None,
+    points: np.ndarray,
+    *,
+    reference: np.ndarray | None = None,
+    caption: str = "",
+) -> np.ndarray:
+    """Scatter plot of 2-D points (first two coordinates), with optional reference data behind them and a
+    caption above; written to `path` (unless None) and returned as RGB uint8 `[rows, cols, 3]`."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
+    if caption:
+        ax.set_title(caption, fontsize=9)
     if reference is not None:
         ax.scatter(reference[:, 0], reference[:, 1], s=2, c="lightgray", label="data")
-    ax.scatter(points[:, 0], points[:, 1], s=2, c="tab:blue", label="samples")
     low, high = scatter_limits(points if reference is None else reference)
+    # Samples beyond the axes (a diverging sampler, an untrained model) are counted in the legend.
+    xy = np.asarray(points, np.float64)[:, :2]
+    outside = int(np.sum(~np.all((xy >= low) & (xy <= high), axis=1)))
+    label = f"samples ({outside} of {len(xy)} outside the axes)" if outside else "samples"
+    ax.scatter(points[:, 0], points[:, 1], s=2, c="tab:blue", label=label)
     ax.set_xlim(low[0], high[0])
     ax.set_ylim(low[1], high[1])
     ax.set_aspect("equal")
     ax.legend(loc="upper right")
-    _save_figure(fig, path)
+    fig.tight_layout()
+    picture = _figure_array(fig)
+    if path is not None:
+        _save_figure(fig, path)
     plt.close(fig)
+    return picture
 
 
 def save_samples(
-    path: str | os.PathLike, samples: np.ndarray, *, reference: np.ndarray | None = None
-) -> None:
-    """An image grid for image-shaped samples `[N, H, W, C]`, a scatter plot for vectors `[N, D]`."""
+    path: str | os.PathLike | None,
+    samples: np.ndarray,
+    *,
+    reference: np.ndarray | None = None,
+    caption: str = "",
+) -> np.ndarray:
+    """The picture of samples, written to `path` (unless None) and returned (RGB uint8): for images
+    `[N, H, W, C]`, their grid beside a grid of `reference` images (the data) under `caption`; for vectors
+    `[N, D]`, a scatter plot over the `reference` points."""
     samples = np.asarray(samples)
-    if samples.ndim == 4:
-        save_image_grid(path, samples)
-    else:
-        save_scatter(path, samples, reference=reference)
+    if samples.ndim != 4:
+        return save_scatter(path, samples, reference=reference, caption=caption)
+    panels = [("samples", samples)]
+    if reference is not None and len(reference):
+        panels.insert(0, ("data", np.asarray(reference)[: len(samples)]))
+    picture = captioned_grids(panels, caption=caption)
+    if path is not None:
+        _save_array(path, picture)
+    return picture
 
 
 def save_loss_curve(

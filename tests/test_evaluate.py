@@ -149,6 +149,14 @@ def test_eval_writes_report_and_grids(reference_eval):
     bpd = report["bits_per_dim"]
     assert bpd["examples"] == 8 and bpd["nfe"] > 0 and 0 < bpd["bits_per_dim"] < 64
     assert (workdir / "eval" / "em_10.png").stat().st_size > 200
+    # The numbers at the checkpoint's step, as curves beside training's.
+    from gl_jax.train.writers import read_metrics, read_tensorboard
+
+    (record,) = read_metrics(str(workdir), jsonl="eval/metrics.jsonl")
+    assert record["step"] == 2 and record["eval/em_10/fid"] == entry["fid"]
+    assert record["eval/bits_per_dim"] == bpd["bits_per_dim"]
+    tags = read_tensorboard(str(workdir / "tensorboard" / "eval"))
+    assert tags["eval/em_10/fid"] == [(2, "scalar")] and tags["eval/em_10/samples"] == [(2, "image")]
 
 
 def test_eval_resumes_after_sigkill_with_the_same_numbers(tmp_path, reference_eval, trained, cache, data_dir):

@@ -32,9 +32,9 @@ def test_smoke_variant_trains_and_samples(name, tmp_path, data_dir):
     state = train_and_evaluate(config, str(tmp_path))
     assert int(state.step) == config.train.num_steps
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    losses = [r["loss"] for r in records if "loss" in r]
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert losses and all(np.isfinite(losses))
-    assert any("eval_loss" in r for r in records)
+    assert any("eval/loss" in r for r in records)
     assert (tmp_path / "loss_curve.png").stat().st_size > 1000
     assert (tmp_path / "samples" / f"step_{config.train.num_steps:07d}.png").exists()
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tensorboard").iterdir())

@@ -1,16 +1,18 @@
 """`evaluate(config, workdir)`: the `--mode eval` job, sample quality per sampler setting and bits/dim.
 
-  gl-jax --config experiments/digits_vp.py --workdir runs/digits_vp --mode eval
+  gl-jax --workdir runs/digits_vp --mode eval
 
 `evaluate` restores the latest checkpoint (EMA weights when `config.sample.use_ema`) and, for every
 sampler setting of `config.eval.settings`, draws `config.eval.num_samples` samples in batches, reporting
 the NFE, FID against the reference statistics (computed first when missing), KID, precision/recall and,
 when the Inception weights have their softmax head, the Inception Score; for a family that reports a
 likelihood (`Family.reports_bits_per_dim`: the diffusion family's probability-flow ODE) it also reports the
-test-set bits/dim. It writes `<workdir>/eval/report.json` and a sample grid
-`<workdir>/eval/<setting>.png` per setting. The reference statistics come from
-`gl_jax.eval.reference` (`--mode stats`); images are compared by their FID Inception features,
-vector data by its coordinates.
+test-set bits/dim. It writes `<workdir>/eval/report.json`, a captioned sample picture
+`<workdir>/eval/<setting>.png` per setting (beside the data), and the numbers at the checkpoint's step to
+`<workdir>/eval/metrics.jsonl` and TensorBoard (`<workdir>/tensorboard/eval`, tags `eval/<setting>/fid`,
+..., `eval/bits_per_dim`), so the curves of successive evaluations sit beside training's. The reference
+statistics come from `gl_jax.eval.reference` (`--mode stats`); images are compared by their FID Inception
+features, vector data by its coordinates.
 
 Preemption: batch i of a setting is drawn with the key `fold_in(unit_key(seed, setting name), i)`
 (likewise for the likelihood's dequantization noise and probes), and after each batch its features (or
@@ -46,6 +48,7 @@ from gl_jax.train.experiment import Experiment, reading_workdir
 from gl_jax.train.run_record import check_config_matches, read_record
 from gl_jax.train.validation import check_config
 from gl_jax.train.workdir import WorkdirLock
+from gl_jax.train.writers import MetricsWriter
 
 __all__ = ["EvalSetting", "eval_settings", "evaluate"]
 
@@ -248,6 +251,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
         "settings": {},
     }
     report_path = os.path.join(out_dir, "report.json")
+    pictures: dict[str, np.ndarray] = {}
     for setting in settings:
         log.info("Evaluating setting %r.", setting.name)
         folder = os.path.join(out_dir, "progress", "settings", setting.name)
@@ -271,7 +275,16 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
         )
         shown = [b["samples"] for b in batches if len(b["samples"])]
         if shown:
-            plots.save_samples(os.path.join(out_dir, f"{setting.name}.png"), np.concatenate(shown))
+            shown = np.concatenate(shown)
+            caption = (
+                f"step {step} | {setting.name}: {setting.sampler}, {setting.steps} steps"
+                + (f" | {entry['nfe_max']} NFE" if entry["nfe_max"] is not None else "")
+                + (" | EMA parameters" if config.sample.use_ema else " | raw parameters")
+            )
+            reference = run.reference_data(len(shown) if shown.ndim == 4 else 2000)
+            pictures[f"eval/{setting.name}/samples"] = plots.save_samples(
+                os.path.join(out_dir, f"{setting.name}.png"), shown, reference=reference, caption=caption
+            )
         report["settings"][setting.name] = entry
         files.write_json(report_path, report)
         log.info("%s: %s", setting.name, {k: v for k, v in entry.items() if k != "options"})
@@ -280,4 +293,34 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
     for entry in report["settings"].values():
         entry["bits_per_dim"] = bpd["bits_per_dim"] if bpd else None
     files.write_json(report_path, report)
+    _write_metrics(workdir, report, pictures)
     return report
+
+
+# The numbers of a setting's entry that become curves (`eval/<setting>/<name>`).
+_CURVES = ("fid", "kid_mean", "precision", "recall", "inception_score", "nfe")
+
+
+def _write_metrics(workdir: str, report: dict, pictures: dict[str, np.ndarray]) -> None:
+    """The report's numbers at the checkpoint's step in `eval/metrics.jsonl` (a record of the same step,
+    from an earlier evaluation, is replaced) and in TensorBoard's `eval` run, with the pictures."""
+    step = report["checkpoint_step"]
+    scalars = {
+        f"eval/{name}/{key}": entry[key]
+        for name, entry in report["settings"].items()
+        for key in _CURVES
+        if entry.get(key) is not None
+    }
+    if report["bits_per_dim"]:
+        scalars["eval/bits_per_dim"] = report["bits_per_dim"]["bits_per_dim"]
+    writer = MetricsWriter(
+        workdir,
+        replace_step=step,
+        jsonl=os.path.join("eval", "metrics.jsonl"),
+        tensorboard="tensorboard/eval",
+    )
+    try:
+        writer.write_scalars(step, scalars)
+        writer.write_images(step, pictures)
+    finally:
+        writer.close()

@@ -51,7 +51,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray:
         n = _next_index(folder, step)
         key = jax.random.fold_in(jax.random.fold_in(run.sample_key, step + 1), n)
         stem = os.path.join(folder, f"sample_{step:07d}_{n:03d}")
-        samples = run.sample_picture(run.sampling_params(state), key, stem + ".png")
+        samples, _ = run.sample_picture(run.sampling_params(state), key, stem + ".png", step=step)
         if jax.process_index() == 0:
             files.save_npz(stem + ".npz", samples=samples, step=step, index=n)
             log.info("Sampled from the checkpoint of step %d into %s.png and .npz.", step, stem)

@@ -28,7 +28,7 @@ from gl_jax.families import Family, build_family
 from gl_jax.spec import DataSpec
 from gl_jax.train import parallel
 from gl_jax.train.checkpoint import Checkpointer, CheckpointError
-from gl_jax.train.optim import make_optimizer
+from gl_jax.train.optim import make_optimizer, make_schedule
 from gl_jax.train.saved_params import load_params
 from gl_jax.train.state import TrainState
 from gl_jax.train.step import ema_init_weight
@@ -175,9 +175,21 @@ class Experiment:
         return self.family.optimizer(base)
 
     @functools.cached_property
+    def schedule(self) -> optax.Schedule:
+        """The learning rate of `config.optim` after n updates (a GAN's players may set their own)."""
+        o = self.config.optim
+        return make_schedule(
+            lr=o.lr,
+            warmup_steps=o.warmup_steps,
+            schedule=o.schedule,
+            total_steps=self.config.train.num_steps,
+            min_lr_ratio=o.min_lr_ratio,
+        )
+
+    @functools.cached_property
     def sample_fn(self):
-        """`family.sample` compiled once per run (`num` static), reused at every evaluation."""
-        return jax.jit(self.family.sample, static_argnums=(2,))
+        """`family.sample_counted` compiled once per run (`num` static), reused at every evaluation."""
+        return jax.jit(self.family.sample_counted, static_argnums=(2,))
 
     @functools.cached_property
     def loss_fn(self):
@@ -225,20 +237,44 @@ class Experiment:
             self._eval_batches = [ds[i] for i in range(min(4, len(ds)))]
         return self._eval_batches
 
-    def reference_points(self) -> np.ndarray | None:
-        """Up to 2000 training points drawn under vector samples' scatter plots (None for images)."""
-        if self.spec.kind == "vector" and self.arrays is not None:
-            return self.arrays["x"][:2000]
-        return None
+    def reference_data(self, num: int) -> np.ndarray | None:
+        """Up to `num` examples of the eval split as the model sees them (images in [-1, 1]), drawn beside
+        or under the samples in pictures; None without an eval split."""
+        if self.eval_source is None:
+            return None
+        x = np.concatenate([np.asarray(b["x"]) for b in self.eval_batches()])
+        return x[:num]
 
-    def sample_picture(self, params, key, path: str) -> np.ndarray:
+    def caption(self, step: int, nfe: int | None) -> str:
+        """What a sample picture shows: step, sampler (and its steps), network evaluations, which parameters.
+
+        e.g. "step 2000 | euler_maruyama, 500 steps | 500 NFE | EMA parameters".
+        """
+        s = self.config.sample
+        parts = [f"step {step}"]
+        parts.append(f"{s.sampler}, {s.steps} steps" if self.family.takes_samplers else self.config.family)
+        if nfe is not None:
+            parts.append(f"{nfe} NFE")
+        parts.append("EMA parameters" if s.use_ema else "raw parameters")
+        return " | ".join(parts)
+
+    def sample_picture(self, params, key, path: str, *, step: int) -> tuple[np.ndarray, np.ndarray | None]:
         """`config.sample.num_samples` samples with this process's copy of `params`; process 0 writes the
-        picture (a grid of images, or a scatter plot over the data for 2-D points) to `path`."""
+        captioned picture (image grids of the data and the samples, or a scatter plot over the data for
+        vectors) to `path`.
+
+        Returns:
+          The samples `[N, ...]`, and the picture (RGB uint8 `[rows, cols, 3]`; None on other processes).
+        """
         num = self.config.sample.num_samples
-        samples = np.asarray(jax.device_get(self.sample_fn(local_copy(params), key, num)))
+        samples, nfe = jax.device_get(self.sample_fn(local_copy(params), key, num))
+        samples = np.asarray(samples)
+        picture = None
         if jax.process_index() == 0:
-            plots.save_samples(path, samples, reference=self.reference_points())
-        return samples
+            caption = self.caption(step, None if nfe is None else int(np.max(nfe)))
+            reference = self.reference_data(num if samples.ndim == 4 else 2000)
+            picture = plots.save_samples(path, samples, reference=reference, caption=caption)
+        return samples, picture
 
     def eval_loss(self, params, key) -> float | None:
         """Mean loss of `params` on up to 4 fixed batches of the eval split (None without the split)."""

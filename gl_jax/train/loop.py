@@ -13,6 +13,7 @@ with a fixed number of shards computes the same numbers on any number of process
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -36,7 +37,7 @@ from gl_jax.train.state import TrainState
 from gl_jax.train.step import REMAT_POLICIES, make_train_step
 from gl_jax.train.validation import check_config
 from gl_jax.train.workdir import WorkdirLock, prepare_workdir
-from gl_jax.train.writers import MetricsWriter, read_metrics
+from gl_jax.train.writers import MetricsWriter, hparams_of, read_metrics
 
 __all__ = ["train_and_evaluate", "set_data_position", "NonFiniteLossError"]
 
@@ -51,7 +52,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     """Trains `config` in `workdir`, resuming from its latest checkpoint.
 
     Writes `run.json` (the resolved config, the data spec, the command; `gl_jax.train.run_record`),
-    `checkpoints/`, `metrics.jsonl`, `tensorboard/`, `samples/step_*.png` and `loss_curve.png`.
+    `checkpoints/`, `metrics.jsonl` and `tensorboard/` (tags `train/...`: the step's metrics, learning
+    rate, steps/s, compile seconds; `eval/...`: eval loss and sample pictures; the config as text and
+    hyper-parameters), `samples/step_*.png` (captioned, drawn from the same noise at every step, beside
+    data) and `loss_curve.png`.
     Holds the workdir's lock while it runs (a second training run on it is refused). A run that has
     reached `config.train.num_steps` writes whatever final pictures are missing and returns. SIGTERM or
     SIGINT saves a checkpoint at the next step and stops (SIGTERM returns, SIGINT raises `Interrupted`).
@@ -134,11 +138,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
     step_fn = parallel.compile_train_step(train_step, run.mesh, steps_per_call=k)
     # Records after the resumed step (written before a kill) are dropped, so no step appears twice.
     writer = MetricsWriter(workdir, enabled=is_main, resume_step=step)
-    # The resolved config beside the curves (TensorBoard's text tab), as a code block.
-    writer.write_text(step, "config", "```\n" + str(config) + "\n```")
-    progress = tqdm.tqdm(
-        total=t.num_steps, initial=step, unit="step", disable=not is_main, dynamic_ncols=True, mininterval=1.0
-    )
+    # The resolved config beside the curves: as text (a code block) and in the HParams tab.
+    writer.write_texts(step, {"config": "```\n" + str(config) + "\n```"})
+    writer.write_hparams(hparams_of(config), metrics=("train/loss", "eval/loss"))
+    progress = None  # Started after the compilation, so that its rate and ETA count steps only.
     pending: list[dict] = []
     skipped = 0
     start, start_step = time.perf_counter(), step
@@ -168,16 +171,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
                 log.warning("Skipped %d non-finite updates (steps %s).", bad.size, merged["step"][bad] + 1)
         good = merged["finite"] == 1
         scalars = {
-            key: float(np.mean(v[good])) if good.any() else float("nan")
+            f"train/{key}": float(np.mean(v[good])) if good.any() else float("nan")
             for key, v in merged.items()
             if key not in ("step", "finite")
         }
         elapsed = time.perf_counter() - start
-        scalars["steps_per_sec"] = (step - start_step) / max(elapsed, 1e-9)
-        scalars["skipped_updates"] = skipped
+        scalars["train/steps_per_sec"] = (step - start_step) / max(elapsed, 1e-9)
+        scalars["train/skipped_updates"] = skipped
+        scalars["train/learning_rate"] = float(run.schedule(step - 1))  # The last update's.
         start, start_step = time.perf_counter(), step
         writer.write_scalars(step, scalars)
-        progress.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+        progress.set_postfix(loss=f"{scalars['train/loss']:.4f}", refresh=False)
 
     def save() -> None:
         flush()  # Never save a state whose metrics have not been checked.
@@ -185,9 +189,24 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
 
     try:
         with signals.defer():
+            batches = (parallel.shard_batch(b, run.mesh, steps_per_call=k) for b in iterator)
+            first = next(batches)
+            # Compiled ahead of the first step and timed apart, so that steps/s counts steps only.
+            compile_start = time.perf_counter()
+            step_fn = step_fn.lower(state, first, run.step_key).compile()
+            writer.write_scalars(step, {"train/compile_seconds": time.perf_counter() - compile_start})
+            batches = itertools.chain([first], batches)
+            progress = tqdm.tqdm(
+                total=t.num_steps,
+                initial=step,
+                unit="step",
+                disable=not is_main,
+                dynamic_ncols=True,
+                mininterval=1.0,
+            )
+            start = time.perf_counter()
             while step < t.num_steps:
-                batch = parallel.shard_batch(next(iterator), run.mesh, steps_per_call=k)
-                state, metrics = step_fn(state, batch, run.step_key)
+                state, metrics = step_fn(state, next(batches), run.step_key)
                 step += k
                 pending.append(metrics)
                 progress.update(k)
@@ -202,6 +221,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
                 if t.eval_every and step % t.eval_every == 0 and step < t.num_steps:
                     flush()
                     _evaluate(run, state, step, workdir, writer)
+                    start = time.perf_counter()  # Steps/s counts training steps, not the evaluation.
                 if stop:
                     save()
                     checkpointer.wait()
@@ -218,7 +238,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
         signals.check()  # A signal during the last steps: the final checkpoint is saved, stop here.
         _evaluate(run, state, step, workdir, writer)
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
         writer.close()
         iterator.close()  # Its prefetch threads; a traceback would otherwise keep them alive.
         checkpointer.close()
@@ -263,7 +284,7 @@ def _finished(run: Experiment, state: TrainState, workdir: str) -> TrainState:
     )
     params, key, picture = _step_picture(run, state, step, workdir)
     if not os.path.exists(picture):
-        run.sample_picture(params, key, picture)
+        run.sample_picture(params, key, picture, step=step)
     if not os.path.exists(os.path.join(workdir, "loss_curve.png")):
         _save_loss_curve(workdir)
     return state
@@ -271,37 +292,33 @@ def _finished(run: Experiment, state: TrainState, workdir: str) -> TrainState:
 
 def _save_loss_curve(workdir: str) -> None:
     records = read_metrics(workdir)
-    train = [r for r in records if "loss" in r]
-    evals = [r for r in records if "eval_loss" in r]
+    train = [r for r in records if "train/loss" in r]
+    evals = [r for r in records if "eval/loss" in r]
     if train:
         plots.save_loss_curve(
             os.path.join(workdir, "loss_curve.png"),
             np.array([r["step"] for r in train]),
-            np.array([r["loss"] for r in train]),
+            np.array([r["train/loss"] for r in train]),
             eval_steps=np.array([r["step"] for r in evals]),
-            eval_losses=np.array([r["eval_loss"] for r in evals]),
+            eval_losses=np.array([r["eval/loss"] for r in evals]),
         )
 
 
 def _evaluate(run: Experiment, state: TrainState, step: int, workdir: str, writer: MetricsWriter) -> None:
-    """Eval loss of the EMA parameters and a sample picture (a file, and in TensorBoard for images), on
+    """Eval loss of the sampling parameters and the sample picture (a file, and in TensorBoard), on
     process 0 (the others go on training)."""
     if jax.process_index() != 0:
         return
     params, key, picture = _step_picture(run, state, step, workdir)
     eval_loss = run.eval_loss(params, key)
     if eval_loss is not None:
-        writer.write_scalars(step, {"eval_loss": eval_loss})
-    samples = run.sample_picture(params, key, picture)
-    if samples.ndim == 4:  # Images: the grid in TensorBoard too, under the step it was drawn at.
-        writer.write_image(step, "samples", plots.image_grid(samples))
+        writer.write_scalars(step, {"eval/loss": eval_loss})
+    _, image = run.sample_picture(params, key, picture, step=step)
+    writer.write_images(step, {"eval/samples": image})
 
 
 def _step_picture(run: Experiment, state: TrainState, step: int, workdir: str) -> tuple[Any, jax.Array, str]:
-    """The parameters, key and file of step `step`'s sample grid (the same grid on a rerun)."""
+    """The parameters, key and file of step `step`'s sample picture. The key is the same at every step
+    (fixed validation noise), so the pictures of a run show one set of samples as training goes on."""
     params = state.ema_params if run.config.sample.use_ema else state.params
-    return (
-        params,
-        jax.random.fold_in(run.sample_key, step),
-        os.path.join(workdir, "samples", f"step_{step:07d}.png"),
-    )
+    return params, run.sample_key, os.path.join(workdir, "samples", f"step_{step:07d}.png")

@@ -94,7 +94,7 @@ def _check_run(config, workdir, calls, family_cls):
     assert loss_fn.__func__ is family_cls.loss
     assert calls["compile"] == [built]
     records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
-    losses = [r["loss"] for r in records if "loss" in r]
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert losses and all(np.isfinite(losses))
     assert (workdir / "samples" / f"step_{config.train.num_steps:07d}.png").exists()
     samples = sample(config, str(workdir))

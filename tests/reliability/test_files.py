@@ -37,6 +37,16 @@ def test_metrics_resume_drops_later_steps_and_a_partial_line(tmp_path):
     assert text.endswith("\n") and text.count("\n") == 3
 
 
+def test_an_evaluation_run_again_replaces_its_steps_record_only(tmp_path):
+    (tmp_path / "eval").mkdir()
+    for step, fid in ((10, 5.0), (20, 4.0), (10, 3.0)):  # Step 10's checkpoint evaluated twice.
+        writer = MetricsWriter(str(tmp_path), replace_step=step, jsonl="eval/metrics.jsonl", tensorboard="tb")
+        writer.write_scalars(step, {"eval/em/fid": fid})
+        writer.close()
+    records = read_metrics(str(tmp_path), jsonl="eval/metrics.jsonl")
+    assert [(r["step"], r["eval/em/fid"]) for r in records] == [(20, 4.0), (10, 3.0)]
+
+
 def test_corrupt_eval_progress_redoes_only_what_is_unreadable(tmp_path, caplog):
     from gl_jax.eval.progress import Progress
 

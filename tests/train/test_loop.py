@@ -196,7 +196,7 @@ def test_bf16_training_converges_with_fp32_params(tmp_path, data_dir):
     config.train.num_steps = 150
     config.train.checkpoint_every = 150
     state = train_and_evaluate(config, str(tmp_path))
-    losses = [r["loss"] for r in read_metrics(str(tmp_path)) if "loss" in r]
+    losses = [r["train/loss"] for r in read_metrics(str(tmp_path)) if "train/loss" in r]
     assert len(losses) == 15 and np.all(np.isfinite(losses))
     assert np.mean(losses[-3:]) < 0.6 * losses[0], losses
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves((state.params, state.ema_params)))

@@ -118,38 +118,58 @@ def test_scatter_limits_follow_the_bulk_not_the_outliers():
     assert np.all(low > -5) and np.all(high < 5) and np.all(low < -1.5) and np.all(high > 1.5)
 
 
-def _tensorboard_tags(folder) -> dict[str, set[str]]:
-    """Tags by kind (scalars, images, text) in `folder`'s event files, read with tensorboardX's protos."""
-    import glob
-    import struct
+def test_captioned_picture_shows_data_and_samples_pixel_for_pixel():
+    from gl_jax.plots import captioned_grids, image_grid
 
-    from tensorboardX.proto import event_pb2
-
-    tags: dict[str, set[str]] = {"scalar": set(), "image": set(), "text": set()}
-    for path in glob.glob(f"{folder}/events.out.tfevents.*"):
-        data = open(path, "rb").read()
-        at = 0
-        while at < len(data):  # TFRecord: length, its crc, the event, its crc.
-            (length,) = struct.unpack("<Q", data[at : at + 8])
-            event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
-            at += 12 + length + 4
-            for value in event.summary.value:
-                kind = value.WhichOneof("value")
-                if kind == "simple_value":
-                    tags["scalar"].add(value.tag)
-                elif kind == "image":
-                    tags["image"].add(value.tag)
-                elif value.metadata.plugin_data.plugin_name == "text":
-                    tags["text"].add(value.tag)
-    return tags
+    rng = np.random.default_rng(0)
+    data, samples = rng.uniform(-1, 1, size=(2, 16, 8, 8, 1))
+    picture = captioned_grids(
+        [("data", data), ("samples", samples)], caption="step 7 | ddim, 5 steps", scale=3
+    )
+    assert picture.dtype == np.uint8 and picture.shape[-1] == 3
+    for i, images in enumerate((data, samples)):
+        grid = np.repeat(np.repeat(image_grid(images)[..., 0], 3, axis=0), 3, axis=1)  # [111, 111]
+        top, left = 40, 12 + i * (grid.shape[1] + 12)  # Two 20-pixel text lines; 12-pixel gaps.
+        np.testing.assert_array_equal(
+            picture[top : top + grid.shape[0], left : left + grid.shape[1], 0], grid
+        )
+    assert (picture[:20] < 128).any()  # The caption is drawn in the top line.
 
 
-def test_tensorboard_holds_the_curves_the_config_and_the_sample_grids(tmp_path, data_dir):
-    config = load_config("digits_vp", "smoke")  # Images: the eval's sample grid goes to TensorBoard too.
+def test_step_pictures_draw_the_same_noise_at_every_step(tmp_path, data_dir):
+    # EMA decay 1: the sampling parameters stay the initial ones, so with the same noise the pictures of
+    # steps 10 and 20 show the same samples (only the caption differs).
+    from PIL import Image
+
+    config = load_config("digits_vp", "smoke")
     config.data.data_dir = data_dir
+    config.train.num_steps, config.train.eval_every, config.train.ema_decay = 20, 10, 1.0
     train_and_evaluate(config, str(tmp_path))
-    tags = _tensorboard_tags(tmp_path / "tensorboard")
-    print(tags)
-    assert {"loss", "grad_norm", "steps_per_sec"} <= tags["scalar"]
-    assert "samples" in tags["image"]
-    assert any(t.startswith("config") for t in tags["text"])
+    first, last = (np.asarray(Image.open(tmp_path / "samples" / f"step_{s:07d}.png")) for s in (10, 20))
+    assert first.shape == last.shape
+    np.testing.assert_array_equal(first[20:], last[20:])
+    assert (first[:20] != last[:20]).any()  # "step 10" and "step 20".
+
+
+def test_tensorboard_holds_curves_pictures_config_and_hparams(tmp_path, data_dir):
+    from gl_jax.train.writers import read_metrics, read_tensorboard
+
+    config = load_config("digits_vp", "smoke")
+    config.data.data_dir = data_dir
+    config.train.num_steps, config.train.log_every, config.train.eval_every = 20, 10, 10
+    config.optim.warmup_steps = 100  # A learning rate that changes from log to log.
+    train_and_evaluate(config, str(tmp_path))
+    tags = read_tensorboard(str(tmp_path / "tensorboard"))
+    kinds = {tag: {kind for _, kind in events} for tag, events in tags.items()}
+    for tag in ("loss", "grad_norm", "steps_per_sec", "learning_rate", "skipped_updates", "compile_seconds"):
+        assert kinds[f"train/{tag}"] == {"scalar"}, tag
+    assert kinds["eval/loss"] == {"scalar"} and kinds["eval/samples"] == {"image"}
+    assert [step for step, _ in tags["eval/samples"]] == [10, 20]  # A picture at every eval.
+    assert any(kind == {"text"} for tag, kind in kinds.items() if tag.startswith("config"))
+    assert any(kind == {"hparams"} for kind in kinds.values())
+    # Compile time is its own record at the start step; the learning rate is the warm-up's.
+    records = read_metrics(str(tmp_path))
+    assert records[0]["step"] == 0 and set(records[0]) == {"step", "train/compile_seconds"}
+    rates = {r["step"]: r["train/learning_rate"] for r in records if "train/learning_rate" in r}
+    lr = config.optim.lr
+    np.testing.assert_allclose([rates[10], rates[20]], [lr * 9 / 100, lr * 19 / 100], rtol=1e-5)
