@@ -39,6 +39,7 @@ bench: bench-install
 	$(PY) -m benchmarks.p3_train_throughput
 	$(PY) -m benchmarks.p4_sampler_speed
 	$(PY) -m benchmarks.p5_time_to_first_step
+	$(PY) -m benchmarks.p6_accelerator
 	$(PY) -m benchmarks.families
 
 lint: $(PY)
