@@ -123,7 +123,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.distributed.cpu_collectives = "gloo"  # How CPU devices of different processes talk: "gloo" or "mpi".
     c.distributed.initialization_timeout = 300  # Seconds to wait for every process to join.
 
-    for name in ("data", "loss", "optim", "train", "sample", "stats", "eval", "distributed"):
+    # The device mesh ("data", "fsdp"), gl_jax/train/parallel.py: fsdp devices share one copy of the
+    # parameters, EMA and optimizer state (each holds ~1/fsdp of it), data copies of that group split the
+    # batch. fsdp=1 is data parallelism; raise it when the state does not fit one device's memory.
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # -1: the devices fsdp leaves.
+    c.mesh.fsdp = 1
+
+    for name in ("data", "loss", "optim", "train", "sample", "stats", "eval", "distributed", "mesh"):
         c[name].lock()
     return c
 

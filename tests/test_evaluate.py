@@ -159,6 +159,28 @@ def test_eval_writes_report_and_grids(reference_eval):
     assert tags["eval/em_10/fid"] == [(2, "scalar")] and tags["eval/em_10/samples"] == [(2, "image")]
 
 
+@pytest.mark.slow
+def test_eval_on_four_devices_gives_the_same_numbers(tmp_path, reference_eval, trained, cache, data_dir):
+    # The samples are spread over a 4-device mesh, each drawn from its own key: the same samples, so the
+    # same FID, KID, precision and recall as on one device.
+    ref_dir, stats, _ = reference_eval
+    workdir = _copy_run(trained, tmp_path / "run")
+    env = {**_env(cache, data_dir), "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    proc = subprocess.run(
+        [sys.executable, *_args("eval", workdir, stats)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    want = json.loads((ref_dir / "eval" / "report.json").read_text())["settings"]["em_10"]
+    got = json.loads((workdir / "eval" / "report.json").read_text())["settings"]["em_10"]
+    for name in ("fid", "kid_mean", "kid_std", "precision", "recall", "nfe", "num_samples"):
+        assert got[name] == want[name], (name, got[name], want[name])
+
+
 def test_eval_resumes_after_sigkill_with_the_same_numbers(tmp_path, reference_eval, trained, cache, data_dir):
     ref_dir, stats, _ = reference_eval
     workdir = _copy_run(trained, tmp_path / "run")

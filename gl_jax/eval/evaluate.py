@@ -44,6 +44,7 @@ from gl_jax.eval.progress import Progress, run_batches, unit_key
 from gl_jax.eval.reference import ReferenceStats, compute_stats, feature_extractor, feature_kind
 from gl_jax.eval.settings import EvalSetting, bind, eval_settings, resolve
 from gl_jax.interrupts import handle_signals
+from gl_jax.train import parallel
 from gl_jax.train.experiment import Experiment, reading_workdir
 from gl_jax.train.run_record import check_config_matches, read_record
 from gl_jax.train.validation import check_config
@@ -68,11 +69,11 @@ def _check_eval_config(config: ml_collections.ConfigDict) -> None:
 
 
 def _sample_fn(run: Experiment, setting: EvalSetting):
-    """`fn(params, key, num) -> SampleResult` for a resolved setting, compiled once."""
+    """`fn(params, key, num) -> (x, nfe)` for a resolved setting over the run's mesh, compiled once."""
     family = run.family
     if setting.sampler is not None:
         family = family.with_sampler(bind(setting), threshold=setting.threshold)
-    return jax.jit(family.sample_counted, static_argnums=(2,))
+    return parallel.compile_sampler(family.sample_counted, run.mesh)
 
 
 def _setting_fingerprint(config: ml_collections.ConfigDict, setting: EvalSetting, step: int) -> dict:
@@ -99,13 +100,13 @@ def _draw_and_extract(
         count = min(e.batch_size, e.num_samples - i * e.batch_size)
         # Always a full batch (one compiled shape); the last one is cut to what is left.
         x, nfe = sample(params, key, e.batch_size)
-        x = np.asarray(jax.device_get(x))[:count]  # [count, *data_shape]
+        x = x[:count]  # [count, *data_shape]
         out = extractor(x)
         arrays = {"pool": out.pool, "samples": x[: max(0, e.grid_size - i * e.batch_size)]}
         if out.logits is not None:
             arrays["logits"] = out.logits
         if nfe is not None:
-            arrays["nfe"] = np.asarray(jax.device_get(nfe), np.int64)
+            arrays["nfe"] = np.asarray(nfe, np.int64)
         return arrays, count
 
     key = unit_key(run.config.seed, setting.name)

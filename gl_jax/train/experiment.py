@@ -34,7 +34,7 @@ from gl_jax.train.state import TrainState
 from gl_jax.train.step import ema_init_weight
 from gl_jax.train.workdir import prepare_workdir
 
-__all__ = ["Experiment", "sampling_params", "check_devices", "local_copy", "any_process", "reading_workdir"]
+__all__ = ["Experiment", "sampling_params", "check_devices", "any_process", "reading_workdir"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ def check_devices(config: ml_collections.ConfigDict) -> None:
     """The checks that depend on the devices and processes (`check_config` did the rest)."""
     batch, accum = config.data.batch_size, config.optim.grad_accum_steps
     n_dev = jax.device_count()
+    parallel.make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp)  # Sizes that fit the devices.
     if batch % (n_dev * accum):
         raise ValueError(
             f"config.data.batch_size={batch} must be divisible by the {n_dev} devices times "
@@ -79,13 +80,6 @@ def _process_zero_first(fn, *args, **kwargs):
     if jax.process_index() != 0:
         out = fn(*args, **kwargs)
     return out
-
-
-def local_copy(tree):
-    """This process's copy of replicated global arrays, so process 0 can evaluate and sample alone."""
-    if jax.process_count() == 1:
-        return tree
-    return jax.tree.map(lambda x: x.addressable_data(0), tree)
 
 
 def any_process(flag: bool) -> bool:
@@ -156,7 +150,7 @@ class Experiment:
         self.sources = sources
         self.eval_source = sources.get(config.data.eval_split)
         self._eval_batches = None
-        self.mesh = parallel.make_mesh()
+        self.mesh = parallel.make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp)
         key = jax.random.key(config.seed)
         self.init_key, self.step_key, self.sample_key = jax.random.split(key, 3)
 
@@ -188,13 +182,14 @@ class Experiment:
 
     @functools.cached_property
     def sample_fn(self):
-        """`family.sample_counted` compiled once per run (`num` static), reused at every evaluation."""
-        return jax.jit(self.family.sample_counted, static_argnums=(2,))
+        """`family.sample_counted` spread over the mesh (`parallel.compile_sampler`: every sample from its own
+        key, the same samples on any number of devices), compiled once per `num`; returns NumPy."""
+        return parallel.compile_sampler(self.family.sample_counted, self.mesh)
 
     @functools.cached_property
     def loss_fn(self):
-        """`family.loss` compiled once per run, for the eval loss."""
-        return jax.jit(self.family.loss)
+        """`family.loss` compiled once per run over the mesh, for the eval loss (replicated outputs)."""
+        return jax.jit(self.family.loss, out_shardings=parallel.replicated(self.mesh))
 
     def train_dataset(self) -> grain.MapDataset:
         """This process's part of each global batch: its shards' batches, concatenated `[B / P, ...]`."""
@@ -220,13 +215,20 @@ class Experiment:
     def _create_state(self, key: jax.Array) -> TrainState:
         return TrainState.create(params=self.family.init(key), tx=self.tx)
 
+    @functools.cached_property
+    def state_sharding(self) -> TrainState:
+        """The state's layout on the mesh, sharded over "fsdp" by `parallel.fsdp_spec` (replicated when
+        config.mesh.fsdp is 1)."""
+        return parallel.state_shardings(jax.eval_shape(self._create_state, self.init_key), self.mesh)
+
     def init_state(self) -> TrainState:
-        """The fresh state of step 0, replicated over the mesh."""
-        return parallel.init_replicated(self._create_state, self.init_key, self.mesh)
+        """The fresh state of step 0, born in its layout on the mesh."""
+        return parallel.init_sharded(self._create_state, self.init_key, self.mesh, self.state_sharding)
 
     def abstract_state(self) -> TrainState:
-        """`init_state`'s shapes and shardings, computing nothing: the target a checkpoint is read into."""
-        return parallel.abstract_replicated(self._create_state, self.init_key, self.mesh)
+        """`init_state`'s shapes and shardings, computing nothing: the target a checkpoint is read into
+        (whatever mesh or number of processes saved it: the checkpoint is resharded as it is read)."""
+        return parallel.abstract_sharded(self._create_state, self.init_key, self.state_sharding)
 
     def eval_batches(self):
         """Up to 4 fixed batches of the eval split (read once)."""
@@ -259,32 +261,31 @@ class Experiment:
         return " | ".join(parts)
 
     def sample_picture(self, params, key, path: str, *, step: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """`config.sample.num_samples` samples with this process's copy of `params`; process 0 writes the
-        captioned picture (image grids of the data and the samples, or a scatter plot over the data for
-        vectors) to `path`.
+        """`config.sample.num_samples` samples drawn over the whole mesh (all processes call this together);
+        process 0 writes the captioned picture (image grids of the data and the samples, or a scatter plot
+        over the data for vectors) to `path`.
 
         Returns:
           The samples `[N, ...]`, and the picture (RGB uint8 `[rows, cols, 3]`; None on other processes).
         """
         num = self.config.sample.num_samples
-        samples, nfe = jax.device_get(self.sample_fn(local_copy(params), key, num))
-        samples = np.asarray(samples)
+        samples, nfe = self.sample_fn(params, key, num)
         picture = None
         if jax.process_index() == 0:
-            caption = self.caption(step, None if nfe is None else int(np.max(nfe)))
+            caption = self.caption(step, nfe)
             reference = self.reference_data(num if samples.ndim == 4 else 2000)
             picture = plots.save_samples(path, samples, reference=reference, caption=caption)
         return samples, picture
 
     def eval_loss(self, params, key) -> float | None:
-        """Mean loss of `params` on up to 4 fixed batches of the eval split (None without the split)."""
+        """Mean loss of `params` on up to 4 fixed batches of the eval split (None without the split); all
+        processes call it together (the batches are the same on each, the parameters may be sharded)."""
         if self.eval_source is None:
             return None
-        params = local_copy(params)
         losses = []
         for i, batch in enumerate(self.eval_batches()):
             keys = jax.random.split(jax.random.fold_in(key, i), len(batch["x"]))
-            losses.append(float(self.loss_fn(params, batch, keys)[0]))
+            losses.append(float(parallel.host_array(self.loss_fn(params, batch, keys)[0])))
         return float(np.mean(losses))
 
     def sampling_params(self, state: TrainState) -> dict:

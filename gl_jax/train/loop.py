@@ -24,6 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 import tqdm
+from jax.experimental import multihost_utils
 
 from gl_jax import plots
 from gl_jax.data.pipeline import make_iterator
@@ -135,7 +136,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
         compute_dtype=COMPUTE_DTYPES[t.compute_dtype],
         remat_policy=REMAT_POLICIES[t.remat],
     )
-    step_fn = parallel.compile_train_step(train_step, run.mesh, steps_per_call=k)
+    step_fn = parallel.compile_train_step(
+        train_step, run.mesh, state_sharding=run.state_sharding, steps_per_call=k
+    )
     # Records after the resumed step (written before a kill) are dropped, so no step appears twice.
     writer = MetricsWriter(workdir, enabled=is_main, resume_step=step)
     # The resolved config beside the curves: as text (a code block) and in the HParams tab.
@@ -273,19 +276,23 @@ def set_data_position(iterator, data_state: dict, step: int, directory: str) -> 
 def _finished(run: Experiment, state: TrainState, workdir: str) -> TrainState:
     """A run already at its last step: writes the final pictures that are missing, trains nothing."""
     step = int(state.step)
-    if jax.process_index() != 0:
-        return state
-    log.info(
-        "The run in %s is finished (step %d of config.train.num_steps=%d); nothing to train. Raise "
-        "config.train.num_steps to train on.",
-        workdir,
-        step,
-        run.config.train.num_steps,
-    )
+    is_main = jax.process_index() == 0
+    if is_main:
+        log.info(
+            "The run in %s is finished (step %d of config.train.num_steps=%d); nothing to train. Raise "
+            "config.train.num_steps to train on.",
+            workdir,
+            step,
+            run.config.train.num_steps,
+        )
     params, key, picture = _step_picture(run, state, step, workdir)
-    if not os.path.exists(picture):
+    # Process 0's answer for all (sampling is one program over every process's devices).
+    missing = not os.path.exists(picture)
+    if jax.process_count() > 1:
+        missing = bool(multihost_utils.broadcast_one_to_all(np.asarray(missing)))
+    if missing:
         run.sample_picture(params, key, picture, step=step)
-    if not os.path.exists(os.path.join(workdir, "loss_curve.png")):
+    if is_main and not os.path.exists(os.path.join(workdir, "loss_curve.png")):
         _save_loss_curve(workdir)
     return state
 
@@ -305,10 +312,8 @@ def _save_loss_curve(workdir: str) -> None:
 
 
 def _evaluate(run: Experiment, state: TrainState, step: int, workdir: str, writer: MetricsWriter) -> None:
-    """Eval loss of the sampling parameters and the sample picture (a file, and in TensorBoard), on
-    process 0 (the others go on training)."""
-    if jax.process_index() != 0:
-        return
+    """Eval loss of the sampling parameters and the sample picture (a file, and in TensorBoard). Every
+    process takes part (the parameters may be sharded across them); process 0 writes."""
     params, key, picture = _step_picture(run, state, step, workdir)
     eval_loss = run.eval_loss(params, key)
     if eval_loss is not None:

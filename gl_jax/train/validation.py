@@ -75,6 +75,11 @@ _COMMON = {
     "sample.guidance": _number(),
     "sample.threshold": _choice(THRESHOLDS),
     "train.ema_decay": _number(0.0, 1.0),
+    "mesh.data": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and (v == -1 or v >= 1),
+        "an integer >= 1, or -1 for the devices config.mesh.fsdp leaves",
+    ),
+    "mesh.fsdp": _int(1),
 }
 _BY_MODE = {
     "train": {

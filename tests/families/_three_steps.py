@@ -78,12 +78,18 @@ def main(names):
         if names and name not in names:
             continue
         tx = family.optimizer(base)
-        for layout, devices in (("jit_1", jax.devices()[:1]), ("jit_4", jax.devices())):
-            mesh = parallel.make_mesh(devices)
-            state = parallel.init_replicated(
-                lambda k, f=family, tx=tx: TrainState.create(params=f.init(k), tx=tx), jax.random.key(0), mesh
+        layouts = (("jit_1", jax.devices()[:1], 1), ("jit_4", jax.devices(), 1), ("fsdp_4", jax.devices(), 4))
+        for layout, devices, fsdp in layouts:
+            mesh = parallel.make_mesh(devices, fsdp=fsdp)
+
+            def create(k, f=family, tx=tx):
+                return TrainState.create(params=f.init(k), tx=tx)
+
+            shardings = parallel.state_shardings(jax.eval_shape(create, jax.random.key(0)), mesh, min_size=16)
+            state = parallel.init_sharded(create, jax.random.key(0), mesh, shardings)
+            step = parallel.compile_train_step(
+                make_train_step(family.loss, ema_decay=0.9), mesh, state_sharding=shardings
             )
-            step = parallel.compile_train_step(make_train_step(family.loss, ema_decay=0.9), mesh)
             losses = []
             for b in batches:
                 state, metrics = step(state, parallel.shard_batch(b, mesh), jax.random.key(1))

@@ -182,9 +182,10 @@ def test_losses_equal_on_1_device_and_a_4_device_mesh():
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.split("RESULT", 1)[1])
     for name in ("gan", "vae", "autoregressive", "latent"):
-        one, four = out[f"{name}/jit_1"], out[f"{name}/jit_4"]
+        one = out[f"{name}/jit_1"]
         assert len(one) == 3 and one[0] != one[2], name  # The steps do something ...
-        np.testing.assert_allclose(
-            four, one, rtol=1e-5, atol=1e-5, err_msg=name
-        )  # ... the same on 4 devices.
-        np.testing.assert_allclose(out[f"{name}/jit_4/param_sum"], out[f"{name}/jit_1/param_sum"], rtol=1e-5)
+        for layout in ("jit_4", "fsdp_4"):  # ... the same on 4 devices, state replicated or sharded.
+            np.testing.assert_allclose(out[f"{name}/{layout}"], one, rtol=1e-5, atol=1e-5, err_msg=name)
+            np.testing.assert_allclose(
+                out[f"{name}/{layout}/param_sum"], out[f"{name}/jit_1/param_sum"], rtol=1e-5
+            )

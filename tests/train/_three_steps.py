@@ -1,4 +1,6 @@
-"""Runs 3 train steps three ways (1 device, 4-device mesh, pmap) and prints the losses as JSON.
+"""Runs 3 train steps five ways (1 device; 4 devices data parallel, fsdp=4 and data=2 x fsdp=2; pmap) and
+prints the losses as JSON. The fsdp layouts shard every state array of 16 or more elements (the network is
+small), so the gathers and reduce-scatters XLA inserts are exercised.
 
 Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4.
 """
@@ -29,10 +31,20 @@ def main():
     def create(key):
         return TrainState.create(params=family.init(key), tx=tx)
 
-    for name, devices in (("jit_1", jax.devices()[:1]), ("jit_4", jax.devices())):
-        mesh = parallel.make_mesh(devices)
-        state = parallel.init_replicated(create, init_key, mesh)
-        step = parallel.compile_train_step(make_train_step(family.loss, ema_decay=0.9), mesh)
+    layouts = {
+        "jit_1": (jax.devices()[:1], -1, 1),
+        "jit_4": (jax.devices(), -1, 1),
+        "fsdp_4": (jax.devices(), 1, 4),
+        "data2_fsdp2": (jax.devices(), 2, 2),
+    }
+    for name, (devices, data, fsdp) in layouts.items():
+        mesh = parallel.make_mesh(devices, data=data, fsdp=fsdp)
+        shardings = parallel.state_shardings(jax.eval_shape(create, init_key), mesh, min_size=16)
+        out[name + "_sharded_leaves"] = sum(not s.is_fully_replicated for s in jax.tree.leaves(shardings))
+        state = parallel.init_sharded(create, init_key, mesh, shardings)
+        step = parallel.compile_train_step(
+            make_train_step(family.loss, ema_decay=0.9), mesh, state_sharding=shardings
+        )
         losses = []
         for b in batches:
             state, metrics = step(state, parallel.shard_batch(b, mesh), step_key)

@@ -33,6 +33,10 @@ def test_loss_equal_on_1_device_4_devices_and_pmap():
     assert out["jit_1"][0] != out["jit_1"][2]
     # ... and agree across layouts.
     np.testing.assert_allclose(out["jit_4"], out["jit_1"], atol=1e-5, rtol=1e-5)
+    for name in ("fsdp_4", "data2_fsdp2"):  # The state sharded over "fsdp": the same numbers.
+        assert out[name + "_sharded_leaves"] > 10 and out["jit_4_sharded_leaves"] == 0
+        np.testing.assert_allclose(out[name], out["jit_1"], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(out[name + "_param_sum"], out["jit_1_param_sum"], rtol=1e-5)
     np.testing.assert_allclose(out["pmap"], out["jit_1"], atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(out["jit_4_param_sum"], out["jit_1_param_sum"], rtol=1e-5)
     np.testing.assert_allclose(out["pmap_param_sum"], out["jit_1_param_sum"], rtol=1e-5)
