@@ -52,6 +52,30 @@ def main():
         out[name] = losses
         out[name + "_param_sum"] = float(sum(jnp.sum(x) for x in jax.tree.leaves(state.ema_params)))
 
+    # With gradient accumulation, bf16 compute, full remat and the 3 steps fused into one call: 1 device
+    # and fsdp=4 alike.
+    from gl_jax.train.precision import COMPUTE_DTYPES
+    from gl_jax.train.step import REMAT_POLICIES
+
+    fused = {k: np.stack([b[k] for b in batches]) for k in batches[0]}  # [3, 16, 8, 8, 1]
+    for name, (devices, fsdp) in {
+        "options_1": (jax.devices()[:1], 1),
+        "options_fsdp_4": (jax.devices(), 4),
+    }.items():
+        mesh = parallel.make_mesh(devices, fsdp=fsdp)
+        shardings = parallel.state_shardings(jax.eval_shape(create, init_key), mesh, min_size=16)
+        state = parallel.init_sharded(create, init_key, mesh, shardings)
+        train_step = make_train_step(
+            family.loss,
+            ema_decay=0.9,
+            grad_accum_steps=2,
+            compute_dtype=COMPUTE_DTYPES["bfloat16"],
+            remat_policy=REMAT_POLICIES["full"],
+        )
+        step = parallel.compile_train_step(train_step, mesh, state_sharding=shardings, steps_per_call=3)
+        state, metrics = step(state, parallel.shard_batch(fused, mesh, steps_per_call=3), step_key)
+        out[name] = [float(x) for x in np.asarray(metrics["loss"])]
+
     # The same initial values as above (the same compiled init), then one copy per device.
     state = parallel.init_replicated(create, init_key, parallel.make_mesh(jax.devices()[:1]))
     state = parallel.replicate_for_pmap(state)

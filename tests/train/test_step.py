@@ -33,6 +33,9 @@ def test_loss_equal_on_1_device_4_devices_and_pmap():
     assert out["jit_1"][0] != out["jit_1"][2]
     # ... and agree across layouts.
     np.testing.assert_allclose(out["jit_4"], out["jit_1"], atol=1e-5, rtol=1e-5)
+    # Accumulation, bf16, remat and fused steps: the same on one device and with the state sharded.
+    assert len(out["options_1"]) == 3 and out["options_1"][0] != out["options_1"][2]
+    np.testing.assert_allclose(out["options_fsdp_4"], out["options_1"], rtol=2e-3)
     for name in ("fsdp_4", "data2_fsdp2"):  # The state sharded over "fsdp": the same numbers.
         assert out[name + "_sharded_leaves"] > 10 and out["jit_4_sharded_leaves"] == 0
         np.testing.assert_allclose(out[name], out["jit_1"], atol=1e-5, rtol=1e-5)
