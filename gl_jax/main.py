@@ -38,7 +38,8 @@ FLAG_HELP = (
     ("--config NAME|FILE[:variant]", "the experiment config, e.g. toy_vp:smoke; default: <workdir>/run.json"),
     ("--config.SECTION.KEY=VALUE", "override one config value, e.g. --config.optim.lr=5e-4 (repeatable)"),
     ("--workdir DIR", "the run's folder; an existing one is resumed (every mode but stats)"),
-    ("--mode MODE", "train (default), sample, stats or eval; see the modes below"),
+    ("--mode MODE", "train (default), sample, stats, eval or info; see the modes below"),
+    ("--file FILE", "the picture, .npz or report whose provenance --mode info prints"),
     ("--print_config", "print the config after the overrides and exit; reads no data, uses no device"),
     ("--compilation_cache DIR", "JAX's compilation cache (default $GL_JAX_CACHE/jax); 'off' disables it"),
     ("--help", "this help; --helpfull also lists the flags of absl and the libraries"),
@@ -64,6 +65,11 @@ MODE_HELP = (
         "eval",
         "FID, KID, precision/recall, bits/dim of the newest checkpoint into <workdir>/eval/report.json",
         "gl-jax --workdir runs/fm --mode eval",
+    ),
+    (
+        "info",
+        "print the provenance record a picture, .npz or report carries (config, step, key, versions)",
+        "gl-jax --mode info --file runs/digits_vp/samples/sample_0003000_001.png",
     ),
 )
 _HELP_ARGS = ("-h", "-?", "-help", "--help", "--helpshort")
@@ -107,7 +113,7 @@ def _wrapped(text: str, *, indent: str, width: int = 100) -> list[str]:
 
 def _define_flags() -> None:
     """Defines the command's flags (once; deferred so that signals are handled before these imports)."""
-    global _FLAGS_DEFINED, _CONFIG, _WORKDIR, _MODE, _COMPILATION_CACHE, _PRINT_CONFIG
+    global _FLAGS_DEFINED, _CONFIG, _WORKDIR, _MODE, _COMPILATION_CACHE, _PRINT_CONFIG, _FILE
     if _FLAGS_DEFINED:
         return
     from absl import flags
@@ -122,9 +128,11 @@ def _define_flags() -> None:
     _MODE = flags.DEFINE_enum(
         "mode",
         "train",
-        ["train", "sample", "stats", "eval"],
-        "What to run: train; sample or eval the latest checkpoint; stats: the data's reference statistics.",
+        ["train", "sample", "stats", "eval", "info"],
+        "What to run: train; sample or eval the latest checkpoint; stats: the data's reference statistics; "
+        "info: the provenance of --file.",
     )
+    _FILE = flags.DEFINE_string("file", None, "--mode info: a picture, .npz or report that gl-jax wrote.")
     _COMPILATION_CACHE = flags.DEFINE_string(
         "compilation_cache",
         "",
@@ -379,6 +387,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
         sys.stdout.write(help_text())
         sys.exit(0)
     try:
+        if _flag_argument(argv[1:], "mode") == "info":  # Reads a file; no config.
+            return flags.FLAGS(argv)
         argv = [argv[0], *_resolve_config(argv[1:])]
         _check_config_file(_config_argument(argv[1:]))
         return flags.FLAGS(argv)
@@ -448,11 +458,30 @@ def _print_config(config, mode: str) -> None:
     sys.exit(0)
 
 
+def _print_provenance(path: str | None) -> None:
+    """`--mode info --file F`: the file's provenance record as JSON; exits 0 (1 with one line when none)."""
+    import json
+
+    from gl_jax.train import provenance
+
+    if not path:
+        _exit_line("gl-jax: error: --mode info needs --file, a picture, .npz or report that gl-jax wrote.")
+    try:
+        record = provenance.read(path)
+    except (OSError, ValueError) as e:
+        _exit_line(f"gl-jax: error: {_one_line(e)}")
+    sys.stdout.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
+    sys.exit(0)
+
+
 def main(argv: list[str]) -> None:
     del argv
     from gl_jax.train.validation import check_config, check_override_types
 
     mode, config = _MODE.value, _CONFIG.value
+    if mode == "info":
+        _print_provenance(_FILE.value)
     if _PRINT_CONFIG.value:
         _print_config(config, mode)
     if _WORKDIR.value is None and mode != "stats":

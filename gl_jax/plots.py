@@ -86,9 +86,17 @@ def captioned_grids(
     return np.asarray(canvas)
 
 
-def _save_array(path: str | os.PathLike, picture: np.ndarray) -> None:
+def _save_array(path: str | os.PathLike, picture: np.ndarray, metadata: dict[str, str] | None = None) -> None:
+    """Writes an RGB array atomically; `metadata` becomes PNG text chunks (`tEXt`/`iTXt`)."""
+    info = None
+    if metadata and _format(path) == "png":
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in metadata.items():
+            info.add_itxt(key, value)
     with files.atomic_open(path) as f:
-        Image.fromarray(picture).save(f, format=_format(path))
+        Image.fromarray(picture).save(f, format=_format(path), pnginfo=info)
 
 
 def _figure_array(fig) -> np.ndarray:
@@ -136,9 +144,11 @@ def save_scatter(
     *,
     reference: np.ndarray | None = None,
     caption: str = "",
+    metadata: dict[str, str] | None = None,
 ) -> np.ndarray:
     """Scatter plot of 2-D points (first two coordinates), with optional reference data behind them and a
-    caption above; written to `path` (unless None) and returned as RGB uint8 `[rows, cols, 3]`."""
+    caption above; written to `path` (unless None; `metadata` as PNG text chunks) and returned as RGB uint8
+    `[rows, cols, 3]`."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     if caption:
@@ -157,9 +167,9 @@ def save_scatter(
     ax.legend(loc="upper right")
     fig.tight_layout()
     picture = _figure_array(fig)
-    if path is not None:
-        _save_figure(fig, path)
     plt.close(fig)
+    if path is not None:
+        _save_array(path, picture, metadata)
     return picture
 
 
@@ -169,19 +179,21 @@ def save_samples(
     *,
     reference: np.ndarray | None = None,
     caption: str = "",
+    metadata: dict[str, str] | None = None,
 ) -> np.ndarray:
-    """The picture of samples, written to `path` (unless None) and returned (RGB uint8): for images
+    """The picture of samples, written to `path` (unless None, with `metadata` as PNG text chunks) and
+    returned (RGB uint8): for images
     `[N, H, W, C]`, their grid beside a grid of `reference` images (the data) under `caption`; for vectors
     `[N, D]`, a scatter plot over the `reference` points."""
     samples = np.asarray(samples)
     if samples.ndim != 4:
-        return save_scatter(path, samples, reference=reference, caption=caption)
+        return save_scatter(path, samples, reference=reference, caption=caption, metadata=metadata)
     panels = [("samples", samples)]
     if reference is not None and len(reference):
         panels.insert(0, ("data", np.asarray(reference)[: len(samples)]))
     picture = captioned_grids(panels, caption=caption)
     if path is not None:
-        _save_array(path, picture)
+        _save_array(path, picture, metadata)
     return picture
 
 

@@ -44,7 +44,7 @@ from gl_jax.eval.progress import Progress, run_batches, unit_key
 from gl_jax.eval.reference import ReferenceStats, compute_stats, feature_extractor, feature_kind
 from gl_jax.eval.settings import EvalSetting, bind, eval_settings, resolve
 from gl_jax.interrupts import handle_signals
-from gl_jax.train import parallel
+from gl_jax.train import parallel, provenance
 from gl_jax.train.experiment import Experiment, reading_workdir
 from gl_jax.train.run_record import check_config_matches, read_record
 from gl_jax.train.validation import check_config
@@ -250,6 +250,16 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
         },
         "bits_per_dim": None,
         "settings": {},
+        "provenance": provenance.record(
+            config,
+            spec=run.spec,
+            workdir=workdir,
+            step=step,
+            key=None,
+            num=int(config.eval.num_samples),
+            sampler={"settings": [files.canonical(dataclasses.asdict(s)) for s in settings]},
+            kind="eval report",
+        ),
     }
     report_path = os.path.join(out_dir, "report.json")
     pictures: dict[str, np.ndarray] = {}
@@ -283,9 +293,12 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
                 + (" | EMA parameters" if config.sample.use_ema else " | raw parameters")
             )
             reference = run.reference_data(len(shown) if shown.ndim == 4 else 2000)
+            record = {**report["provenance"], "kind": "eval picture", "sampler": entry}
+            path = os.path.join(out_dir, f"{setting.name}.png")
             pictures[f"eval/{setting.name}/samples"] = plots.save_samples(
-                os.path.join(out_dir, f"{setting.name}.png"), shown, reference=reference, caption=caption
+                path, shown, reference=reference, caption=caption, metadata=provenance.png_metadata(record)
             )
+            files.write_json(provenance.sidecar_path(path), record)
         report["settings"][setting.name] = entry
         files.write_json(report_path, report)
         log.info("%s: %s", setting.name, {k: v for k, v in entry.items() if k != "options"})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+from typing import Any
 
 import jax
 import ml_collections
@@ -12,12 +14,13 @@ import numpy as np
 
 from gl_jax import files
 from gl_jax.interrupts import handle_signals
+from gl_jax.spec import DataSpec
 from gl_jax.train import distributed
 from gl_jax.train.experiment import Experiment, reading_workdir
 from gl_jax.train.run_record import check_config_matches, read_record
 from gl_jax.train.validation import check_config
 
-__all__ = ["sample"]
+__all__ = ["sample", "regenerate"]
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +54,18 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray:
         n = _next_index(folder, step)
         key = jax.random.fold_in(jax.random.fold_in(run.sample_key, step + 1), n)
         stem = os.path.join(folder, f"sample_{step:07d}_{n:03d}")
-        samples, _ = run.sample_picture(run.sampling_params(state), key, stem + ".png", step=step)
+        samples, _ = run.sample_picture(
+            run.sampling_params(state), key, stem + ".png", step=step, kind="sample"
+        )
         if jax.process_index() == 0:
-            files.save_npz(stem + ".npz", samples=samples, step=step, index=n)
+            record = run.provenance(key, step=step, workdir=workdir, kind="sample")
+            files.save_npz(
+                stem + ".npz",
+                samples=samples,
+                step=step,
+                index=n,
+                provenance=json.dumps(record, sort_keys=True),
+            )
             log.info("Sampled from the checkpoint of step %d into %s.png and .npz.", step, stem)
         return samples
 
@@ -67,3 +79,22 @@ def _next_index(folder: str, step: int) -> int:
         if (m := pattern.match(name))
     ]
     return max(taken, default=0) + 1
+
+
+def regenerate(rec: dict[str, Any]) -> np.ndarray:
+    """Draws the samples of a record again: the same config, checkpoint, parameters and key.
+
+    Returns:
+      The samples `[num, ...]`, bitwise equal to the recorded file's on the same platform and versions.
+    """
+    if rec.get("key") is None:
+        raise ValueError(f"A {rec.get('kind')!r} record holds no single key; only sample files regenerate.")
+    config = ml_collections.ConfigDict(rec["config"])
+    spec = rec["spec"]
+    spec = DataSpec(**{**spec, "shape": tuple(spec["shape"])})
+    run = Experiment(config, load_train=False, spec=spec)
+    state = run.restore(rec["workdir"], purpose="regenerate from", step=rec["checkpoint_step"])
+    impl = rec["key_impl"]
+    key = jax.random.wrap_key_data(np.asarray(rec["key"], np.uint32), impl=impl)
+    samples, _ = run.sample_fn(run.sampling_params(state), key, rec["num_samples"])
+    return samples

@@ -21,12 +21,12 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from gl_jax import plots
+from gl_jax import files, plots
 from gl_jax.data.pipeline import load_arrays, make_dataset
 from gl_jax.data.sources import open_dataset
 from gl_jax.families import Family, build_family
 from gl_jax.spec import DataSpec
-from gl_jax.train import parallel
+from gl_jax.train import parallel, provenance
 from gl_jax.train.checkpoint import Checkpointer, CheckpointError
 from gl_jax.train.optim import make_optimizer, make_schedule
 from gl_jax.train.saved_params import load_params
@@ -260,10 +260,26 @@ class Experiment:
         parts.append("EMA parameters" if s.use_ema else "raw parameters")
         return " | ".join(parts)
 
-    def sample_picture(self, params, key, path: str, *, step: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def provenance(self, key: jax.Array, *, step: int, workdir: str, kind: str) -> dict:
+        """The provenance record of `config.sample.num_samples` samples drawn with `key` from the checkpoint
+        of `step` (`gl_jax.train.provenance.record`)."""
+        return provenance.record(
+            self.config,
+            spec=self.spec,
+            workdir=workdir,
+            step=step,
+            key=key,
+            num=self.config.sample.num_samples,
+            kind=kind,
+        )
+
+    def sample_picture(
+        self, params, key, path: str, *, step: int, kind: str = "step picture"
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """`config.sample.num_samples` samples drawn over the whole mesh (all processes call this together);
         process 0 writes the captioned picture (image grids of the data and the samples, or a scatter plot
-        over the data for vectors) to `path`.
+        over the data for vectors) to `path`, a file in `<workdir>/samples/`, with its provenance record
+        (`gl_jax.train.provenance`) as a PNG text chunk and a sidecar `<path>.provenance.json`.
 
         Returns:
           The samples `[N, ...]`, and the picture (RGB uint8 `[rows, cols, 3]`; None on other processes).
@@ -274,7 +290,12 @@ class Experiment:
         if jax.process_index() == 0:
             caption = self.caption(step, nfe)
             reference = self.reference_data(num if samples.ndim == 4 else 2000)
-            picture = plots.save_samples(path, samples, reference=reference, caption=caption)
+            workdir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+            record = self.provenance(key, step=step, workdir=workdir, kind=kind)
+            picture = plots.save_samples(
+                path, samples, reference=reference, caption=caption, metadata=provenance.png_metadata(record)
+            )
+            files.write_json(provenance.sidecar_path(path), record)
         return samples, picture
 
     def eval_loss(self, params, key) -> float | None:

@@ -34,6 +34,8 @@ __all__ = [
     "read_record",
     "saved_config",
     "check_config_matches",
+    "git_commit",
+    "package_version",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,7 @@ def _entry(config: Any, key: str) -> Any:
     return config
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     """The commit of the checkout gl_jax is imported from, or None (an installed wheel, no git)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
@@ -102,7 +104,7 @@ def _git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _version() -> str:
+def package_version() -> str:
     """The installed gl_jax's version (package metadata: this layer does not import the package root)."""
     try:
         return importlib.metadata.version("gl_jax")
@@ -116,8 +118,8 @@ def write_record(config: ml_collections.ConfigDict, spec: DataSpec, workdir: str
         "config": files.canonical(config),
         "spec": files.canonical(dataclasses.asdict(spec)),
         "command": list(sys.argv),
-        "version": _version(),
-        "commit": _git_commit(),
+        "version": package_version(),
+        "commit": git_commit(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     files.write_json(os.path.join(workdir, RUN_FILE), record)
