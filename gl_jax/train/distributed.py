@@ -17,6 +17,7 @@ devices each::
 from __future__ import annotations
 
 import logging
+import os
 
 import jax
 import ml_collections
@@ -47,6 +48,14 @@ def initialize(config: ml_collections.ConfigDict) -> bool:
       ValueError: a bad option, or a JAX backend already started (the call came too late).
     """
     if not config.enabled:
+        tasks = os.environ.get("SLURM_NTASKS", "1")
+        if tasks.isdigit() and int(tasks) > 1 and "SLURM_PROCID" in os.environ:
+            # Each task would train alone on the same workdir, and all but one stop on its lock.
+            raise ValueError(
+                f"This is one of {tasks} SLURM tasks, but config.distributed.enabled is False: pass "
+                "--config.distributed.enabled=True so the tasks join one job (docs/scaling.md), or run one "
+                "task."
+            )
         return False
     if jax.distributed.is_initialized():
         return True

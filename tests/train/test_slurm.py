@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import REPO, load_config
 
 SBATCH = REPO / "examples" / "slurm" / "train.sbatch"
@@ -210,3 +212,15 @@ def test_scaling_doc_names_only_config_keys_that_exist():
                 break
             node = node[key]
     assert not missing, missing
+
+
+def test_slurm_tasks_without_distributed_enabled_are_refused_with_the_fix(monkeypatch):
+    from gl_jax.configs import base_config
+    from gl_jax.train import distributed
+
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    with pytest.raises(ValueError, match=r"one of 4 SLURM tasks.*--config.distributed.enabled=True"):
+        distributed.initialize(base_config().distributed)
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # One task: nothing to join.
+    assert distributed.initialize(base_config().distributed) is False
