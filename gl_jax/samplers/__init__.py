@@ -10,12 +10,15 @@ from gl_jax.samplers.base import TIME_GRIDS, SampleResult, time_grid
 from gl_jax.samplers.conditional import classifier_guided_score, colorize, guided_score, inpaint
 from gl_jax.samplers.ddim import ddim
 from gl_jax.samplers.dpm_solver import dpm_solver, dpm_solver_pp
+from gl_jax.samplers.edit import EditResult, counterfactual
 from gl_jax.samplers.edm import edm_sampler
 from gl_jax.samplers.euler_maruyama import euler_maruyama
+from gl_jax.samplers.invert import InversionResult, invert, regenerate
 from gl_jax.samplers.ode import ode_sampler
 from gl_jax.samplers.pc import pc_sampler
 from gl_jax.samplers.thresholding import THRESHOLDS, threshold_x0, thresholded_score
 from gl_jax.samplers.unipc import unipc
+from gl_jax.samplers.watermark import TreeRing, detect, tree_ring_key, watermark_noise
 
 # Names a config may use for `config.sample.sampler`; `SAMPLERS.options(name)` lists the keyword options
 # `config.sample.options` may set (`steps` has its own key; `x_init` is not a config's to give).
@@ -35,23 +38,32 @@ SAMPLERS = Registry(
 )
 
 __all__ = [
+    "EditResult",
+    "InversionResult",
     "SAMPLERS",
     "SampleResult",
     "THRESHOLDS",
     "TIME_GRIDS",
+    "TreeRing",
     "classifier_guided_score",
     "colorize",
+    "counterfactual",
     "ddim",
+    "detect",
     "dpm_solver",
     "dpm_solver_pp",
     "edm_sampler",
     "euler_maruyama",
     "guided_score",
     "inpaint",
+    "invert",
     "ode_sampler",
     "pc_sampler",
+    "regenerate",
     "threshold_x0",
     "thresholded_score",
     "time_grid",
+    "tree_ring_key",
     "unipc",
+    "watermark_noise",
 ]
