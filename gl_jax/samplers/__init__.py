@@ -13,7 +13,7 @@ from gl_jax.samplers.dpm_solver import dpm_solver, dpm_solver_pp
 from gl_jax.samplers.edit import EditResult, counterfactual
 from gl_jax.samplers.edm import edm_sampler
 from gl_jax.samplers.euler_maruyama import euler_maruyama
-from gl_jax.samplers.invert import InversionResult, invert, regenerate
+from gl_jax.samplers.invert import InversionResult, invert, sample_from_latent
 from gl_jax.samplers.ode import ode_sampler
 from gl_jax.samplers.pc import pc_sampler
 from gl_jax.samplers.thresholding import THRESHOLDS, threshold_x0, thresholded_score
@@ -59,7 +59,7 @@ __all__ = [
     "invert",
     "ode_sampler",
     "pc_sampler",
-    "regenerate",
+    "sample_from_latent",
     "threshold_x0",
     "thresholded_score",
     "time_grid",

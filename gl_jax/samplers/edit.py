@@ -3,10 +3,10 @@
 Two ways from an image x to an edit of it, both ending in a deterministic sampler:
 
 - Inversion (t_start None): the probability-flow ODE from x up to T under x's own class (`invert`) gives
-  the latent z that the same sampler maps back to x; sampling z back under another class (`regenerate`)
-  asks what x would have been had it been of that class, with what the latent holds of x -- pose, stroke,
-  style -- kept (Song et al. 2021a, sec. 5.4; Su et al. 2023, "Dual Diffusion Implicit Bridges"). Under x's
-  own class the round trip returns x up to the solver's error.
+  the latent z that the same sampler maps back to x; sampling z back under another class
+  (`sample_from_latent`) asks what x would have been had it been of that class, with what the latent holds
+  of x -- pose, stroke, style -- kept (Song et al. 2021a, sec. 5.4; Su et al. 2023, "Dual Diffusion
+  Implicit Bridges"). Under x's own class the round trip returns x up to the solver's error.
 - SDEdit (Meng et al. 2022, "SDEdit: Guided Image Synthesis and Editing with Stochastic Differential
   Equations"): x noised to `t_start` by the forward process, x_t = alpha(t_start) x + sigma(t_start) eps,
   then sampled down from t_start, unconditionally or under a class. The larger `t_start`, the less of x
@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gl_jax.samplers.invert import invert, regenerate
+from gl_jax.samplers.invert import invert, sample_from_latent
 from gl_jax.sde import GaussianDiffusion
 
 __all__ = ["EditResult", "counterfactual"]
@@ -73,7 +73,7 @@ def counterfactual(
       labels_from: `[B]` the images' classes, for the inversion; None inverts with the unconditional
         `score_fn(x, t)`. Not used by SDEdit, which needs no inversion.
       labels_to: `[B]` the classes to re-generate under; None samples with `score_fn(x, t)`.
-      steps: intervals of each deterministic solve (`invert`, `regenerate`).
+      steps: intervals of each deterministic solve (`invert`, `sample_from_latent`).
       t_start: None for the edit by inversion; a time in (t_min, T] for SDEdit from there.
       key: PRNG key of SDEdit's noise (required with `t_start`; unused without).
       method, grid, rho: the inversion and its matching sampler (`gl_jax.samplers.invert`; "ddim" is
@@ -92,7 +92,7 @@ def counterfactual(
             raise ValueError("SDEdit (t_start given) needs a key for the forward noise.")
         mean, std = sde.marginal(x, jnp.full((x.shape[0],), t_start))
         z, nfe = mean + std * jax.random.normal(key, x.shape), jnp.asarray(0)  # [B, ...]
-    edited = regenerate(score_fn, sde, z, t_start=t_start, labels=labels_to, **options)
+    edited = sample_from_latent(score_fn, sde, z, t_start=t_start, labels=labels_to, **options)
     before = None if classifier is None else classifier(x)
     after = None if classifier is None else classifier(edited.x)
     return EditResult(edited.x, z, nfe + edited.nfe, before, after)

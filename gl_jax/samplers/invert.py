@@ -3,7 +3,8 @@
 The probability-flow ODE dx/dt = f(t) x - 1/2 g(t)^2 s(x, t) (Song et al. 2021, eq. 13) is deterministic,
 so it can be integrated either way: from the prior down to the data (sampling) or from the data up to the
 prior (encoding). `invert` does the second with a fixed-step solver on the same `time_grid` a deterministic
-sampler uses, and each method is paired with the sampler that is its reverse on that grid (`regenerate`):
+sampler uses, and each method is paired with the sampler that is its reverse on that grid
+(`sample_from_latent`):
 
 - `"ddim"`: DDIM inversion, x_t = alpha_t x0_hat + sigma_t eps_hat with both predictions taken at
   (x_s, s); reversed by `ddim(eta=0)`; order 1, nfe N.
@@ -42,7 +43,7 @@ from gl_jax.samplers.edm import edm_sampler
 from gl_jax.samplers.ode import ode_sampler, probability_flow_drift
 from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
-__all__ = ["INVERSION_METHODS", "InversionResult", "invert", "regenerate", "with_labels"]
+__all__ = ["INVERSION_METHODS", "InversionResult", "invert", "sample_from_latent", "with_labels"]
 
 # Score evaluations per interval of each method.
 INVERSION_METHODS = {"ddim": 1, "euler": 1, "heun": 2, "edm": 2}
@@ -101,12 +102,12 @@ def invert(
       x: `[B, ...]` data, taken as the state at `sde.t_min`.
       steps: intervals of the grid (N); nfe = N for "ddim" and "euler", 2N for "heun" and "edm".
       method: "ddim", "euler", "heun" or "edm" (the module docstring's table: each is undone by
-        `regenerate` with the same `method`, `steps`, `grid` and `rho`).
+        `sample_from_latent` with the same `method`, `steps`, `grid` and `rho`).
       grid: a name in `gl_jax.samplers.TIME_GRIDS` or an array of `steps + 1` decreasing times: the grid
         the reverse sampler uses (`time_grid(sde, steps, grid=grid, t_start=t_end, rho=rho)`), run
         upwards.
       t_end: the last time (default `sde.T`); below T the result is a partly noised state, the start of an
-        SDEdit-style partial path (pass it to `regenerate` as `t_start`).
+        SDEdit-style partial path (pass it to `sample_from_latent` as `t_start`).
       rho: the "karras" grid's exponent.
       labels: `[B]` class labels of a class-conditional `score_fn`, or None.
 
@@ -167,7 +168,7 @@ def invert(
     return InversionResult(z, jnp.asarray(INVERSION_METHODS[method] * steps))
 
 
-def regenerate(
+def sample_from_latent(
     score_fn: Callable[..., jax.Array],
     sde: GaussianDiffusion,
     z: jax.Array,
@@ -181,8 +182,8 @@ def regenerate(
 ) -> SampleResult:
     """Samples from the state `z` at `t_start` with the deterministic sampler reversing `invert`'s `method`.
 
-    `regenerate(score_fn, sde, invert(score_fn, sde, x, **options).z, **options)` returns x up to the
-    solver's error (D(x; t_min) for "edm"; see the module docstring), and under other `labels` it
+    `sample_from_latent(score_fn, sde, invert(score_fn, sde, x, **options).z, **options)` returns x up to
+    the solver's error (D(x; t_min) for "edm"; see the module docstring), and under other `labels` it
     re-generates x's latent as another class.
 
     Args:

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from gl_jax.analytic import random_mixture
-from gl_jax.samplers.invert import INVERSION_METHODS, invert, regenerate, with_labels
+from gl_jax.samplers.invert import INVERSION_METHODS, invert, sample_from_latent, with_labels
 from gl_jax.samplers.ode import probability_flow_drift
 from gl_jax.sde import VPSDE
 
@@ -72,7 +72,7 @@ def test_convergence_orders(method, grid, latent_order, round_trip_order):
             @jax.jit
             def round_trip(x, options=options):
                 inverted = invert(score, SDE, x, **options)
-                return inverted, regenerate(score, SDE, inverted.z, **options)
+                return inverted, sample_from_latent(score, SDE, inverted.z, **options)
 
             inverted, back = round_trip(x)
             assert inverted.z.dtype == jnp.float64
@@ -93,7 +93,7 @@ def test_partial_path_labels_jit_and_vmap():
 
     # Up to t_end and back from there: the same grid in both directions.
     z = invert(score, SDE, x, steps=40, method="heun", t_end=0.4).z
-    back = regenerate(score, SDE, z, steps=40, method="heun", t_start=0.4).x
+    back = sample_from_latent(score, SDE, z, steps=40, method="heun", t_start=0.4).x
     np.testing.assert_allclose(back, x, atol=1e-3)
     assert float(jnp.mean((z - x) ** 2)) > 0.05  # Noised, not the identity.
 
@@ -112,7 +112,7 @@ def test_partial_path_labels_jit_and_vmap():
     with pytest.raises(ValueError, match="inversion method"):
         invert(score, SDE, x, steps=8, method="rk4")
     with pytest.raises(ValueError, match="inversion method"):
-        regenerate(score, SDE, x, steps=8, method="dopri5")
+        sample_from_latent(score, SDE, x, steps=8, method="dopri5")
 
 
 def test_latents_of_data_follow_the_prior():
