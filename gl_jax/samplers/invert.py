@@ -16,9 +16,12 @@ sampler uses, and each method is paired with the sampler that is its reverse on 
 
 DDIM inversion is the Euler discretisation of the ODE in the variables (x / alpha, sigma / alpha) with the
 noise prediction taken at the start of each step (Song et al. 2021a, "Denoising Diffusion Implicit
-Models", sec. 4.3, eq. 14; Dhariwal & Nichol 2021, appendix F); the sampler takes it at the other end, so
-inverting and sampling back on one grid of N intervals returns x with an error O(1/N). With the second-order
-methods the error is O(1/N^2). "edm" follows Karras et al. 2022 (algorithm 1): Heun steps on the state
+Models", sec. 4.3, eq. 14; Dhariwal & Nichol 2021, appendix F); the sampler takes it at the other end.
+The latent is within O(1/N^p) of the exact flow's, p the order above. Inverting and sampling back on one
+grid of N intervals returns x with an error O(1/N) for the first-order methods but O(1/N^3) for Heun's:
+a one-step method of order p and its reverse leave (1 - (-1)^p) times the method's leading local error
+per step, which cancels for even p (Hairer, Lubich & Wanner 2006, "Geometric Numerical Integration",
+sec. II.3, on adjoint methods). "edm" follows Karras et al. 2022 (algorithm 1): Heun steps on the state
 x / alpha(t), for which every Gaussian diffusion is x_0 + sigma n (their eq. 4 with s(t) = alpha(t)).
 `edm_sampler` ends with one Euler step to sigma = 0, which returns the denoiser's output D(x; sigma_min) and
 has no inverse, so `invert` starts at t_min (sigma_min) and the round trip returns D(x; t_min) rather than x
