@@ -130,7 +130,36 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1  # -1: the devices fsdp leaves.
     c.mesh.fsdp = 1
 
-    for name in ("data", "loss", "optim", "train", "sample", "stats", "eval", "distributed", "mesh"):
+    # Differentially private training, DP-SGD (gl_jax/train/privacy.py). Each step draws every train
+    # example independently with probability q = expected_batch_size / N (Poisson sampling) into
+    # data.batch_size slots, the empty ones masked (a random data.batch_size of them kept when more are
+    # drawn: set data.batch_size a few sqrt(expected_batch_size) above it); each example's gradient, its
+    # loss averaged over `multiplicity` draws of time and noise (DPDM), is clipped to clip_norm; the sum
+    # gets N(0, (noise_multiplier clip_norm)^2) noise and is divided by expected_batch_size. epsilon at
+    # delta comes from dp_accounting's PLD accountant for exactly that sampling, is logged as
+    # train/epsilon, and a run whose num_steps would spend more than target_epsilon is refused at the start.
+    # One process (the whole split is sampled in one place); score, vae, autoregressive, latent (no gan).
+    c.privacy = ml_collections.ConfigDict()
+    c.privacy.enabled = False
+    c.privacy.clip_norm = 1.0  # C.
+    c.privacy.noise_multiplier = 1.0  # sigma.
+    c.privacy.expected_batch_size = 0  # B, at most data.batch_size; must be set when enabled.
+    c.privacy.multiplicity = 1  # K, DPDM's noise multiplicity: no privacy cost, K times the compute.
+    c.privacy.delta = 1e-5
+    c.privacy.target_epsilon = 10.0
+
+    for name in (
+        "data",
+        "loss",
+        "optim",
+        "train",
+        "sample",
+        "stats",
+        "eval",
+        "distributed",
+        "mesh",
+        "privacy",
+    ):
         c[name].lock()
     return c
 

@@ -32,6 +32,7 @@ IMPORTED_AS = {
     "tensorboardX": "tensorboardX",
     "scikit-learn": "sklearn",  # The default dataset's (and `make demo`'s) 8x8 digits.
     "importlib_resources": None,  # TFDS needs it when it prepares a dataset and does not declare it.
+    "dp-accounting": "dp_accounting",  # The privacy accountant (gl_jax/train/privacy.py).
 }
 
 

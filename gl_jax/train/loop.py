@@ -27,12 +27,13 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from gl_jax import plots
-from gl_jax.data.pipeline import make_iterator
+from gl_jax.data.pipeline import make_iterator, make_poisson_dataset
 from gl_jax.interrupts import Interrupted, handle_signals
 from gl_jax.train import distributed, parallel
 from gl_jax.train.checkpoint import Checkpointer, CheckpointError
 from gl_jax.train.experiment import Experiment, any_process, check_devices
 from gl_jax.train.precision import COMPUTE_DTYPES
+from gl_jax.train.privacy import PrivacyAccountant, check_budget, dp_options
 from gl_jax.train.run_record import check_config_matches, read_record, write_record
 from gl_jax.train.state import TrainState
 from gl_jax.train.step import REMAT_POLICIES, make_train_step
@@ -54,9 +55,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     Writes `run.json` (the resolved config, the data spec, the command; `gl_jax.train.run_record`),
     `checkpoints/`, `metrics.jsonl` and `tensorboard/` (tags `train/...`: the step's metrics, learning
-    rate, steps/s, compile seconds; `eval/...`: eval loss and sample pictures; the config as text and
-    hyper-parameters), `samples/step_*.png` (captioned, drawn from the same noise at every step, beside
-    data) and `loss_curve.png`.
+    rate, steps/s, compile seconds, and for private training `train/epsilon`; `eval/...`: eval loss and
+    sample pictures; the config as text and hyper-parameters), `samples/step_*.png` (captioned, drawn
+    from the same noise at every step, beside data) and `loss_curve.png`.
     Holds the workdir's lock while it runs (a second training run on it is refused). A run that has
     reached `config.train.num_steps` writes whatever final pictures are missing and returns. SIGTERM or
     SIGINT saves a checkpoint at the next step and stops (SIGTERM returns, SIGINT raises `Interrupted`).
@@ -71,7 +72,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     Raises:
       gl_jax.train.validation.ConfigError: an invalid option.
       ValueError: the workdir's run was trained with another family, network, process, parametrisation or
-        data (`run.json`).
+        data, or other privacy settings (`run.json`).
+      gl_jax.train.privacy.PrivacyBudgetError: private training whose `config.train.num_steps` would spend
+        more than `config.privacy.target_epsilon` (before anything is written).
       WorkdirError: the workdir is empty, not writable, or held by another training process.
       NonFiniteLossError: the loss, gradients or optimizer update became NaN/Inf and
         `config.train.on_nonfinite == "stop"`.
@@ -99,10 +102,32 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
     record = read_record(workdir, set_aside=is_main)
     if record is not None:  # A resumed run keeps its meaning (every process checks, so all stop together).
         check_config_matches(config, record.config, workdir=workdir)
+        _check_privacy_matches(config, record.config, workdir=workdir)
     run = Experiment(config, load_train=True)
+    privacy = dp_options(config)
+    accountant = None
+    if privacy is not None:  # Refused before anything is written when the steps would overspend.
+        accountant = PrivacyAccountant(
+            dataset_size=len(run.arrays["x"]),
+            expected_batch_size=privacy.expected_batch_size,
+            max_batch_size=config.data.batch_size,
+            noise_multiplier=privacy.noise_multiplier,
+            delta=privacy.delta,
+        )
+        spent = check_budget(
+            accountant, num_steps=t.num_steps, target_epsilon=privacy.target_epsilon, multiple=k
+        )
+        if is_main:
+            log.info(
+                "Private training (Poisson sampling, q=%.4g): epsilon=%.3g at delta=%g after %d steps.",
+                accountant.sampling_rate,
+                spent,
+                privacy.delta,
+                t.num_steps,
+            )
     if is_main:
         write_record(config, run.spec, workdir)
-    dataset = run.train_dataset()
+    dataset = run.train_dataset() if privacy is None else _poisson_dataset(run, privacy.expected_batch_size)
     if k > 1:
         dataset = dataset.batch(k)  # [k, B, ...] per call.
     iterator = make_iterator(dataset)
@@ -135,6 +160,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
         grad_accum_steps=config.optim.grad_accum_steps,
         compute_dtype=COMPUTE_DTYPES[t.compute_dtype],
         remat_policy=REMAT_POLICIES[t.remat],
+        privacy=privacy,
     )
     step_fn = parallel.compile_train_step(
         train_step, run.mesh, state_sharding=run.state_sharding, steps_per_call=k
@@ -182,6 +208,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
         scalars["train/steps_per_sec"] = (step - start_step) / max(elapsed, 1e-9)
         scalars["train/skipped_updates"] = skipped
         scalars["train/learning_rate"] = float(run.schedule(step - 1))  # The last update's.
+        if accountant is not None:
+            scalars["train/epsilon"] = accountant.epsilon(step)  # Spent by the steps so far, at delta.
         start, start_step = time.perf_counter(), step
         writer.write_scalars(step, scalars)
         progress.set_postfix(loss=f"{scalars['train/loss']:.4f}", refresh=False)
@@ -249,6 +277,51 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
     if is_main:
         _save_loss_curve(workdir)
     return state
+
+
+def _poisson_dataset(run: Experiment, expected_batch_size: int):
+    """Private training's batches: Poisson samples of the whole train split (one process; see
+    `gl_jax.data.pipeline.make_poisson_dataset`), in `config.data.batch_size` slots with a mask."""
+    data = run.config.data
+    return make_poisson_dataset(
+        run.arrays,
+        run.spec,
+        expected_batch_size=expected_batch_size,
+        max_batch_size=data.batch_size,
+        seed=run.config.seed,
+        flip=data.flip,
+        dequantize=data.dequantize,
+    )
+
+
+# What the accountant's numbers depend on besides the steps: a resumed private run must keep them.
+_PRIVACY_KEYS = (
+    "privacy.enabled",
+    "privacy.noise_multiplier",
+    "privacy.expected_batch_size",
+    "data.batch_size",
+)
+
+
+def _check_privacy_matches(
+    config: ml_collections.ConfigDict, saved: ml_collections.ConfigDict, *, workdir: str
+) -> None:
+    """Refuses to resume a run with another privacy mechanism: the accountant counts every step as this
+    config's (a run trained without privacy cannot become private either)."""
+    if dp_options(config) is None and dp_options(saved) is None:
+        return
+    for key in _PRIVACY_KEYS:
+        section, name = key.split(".")
+        mine, theirs = (
+            config[section][name],
+            saved.get(section, {}).get(name, False if name == "enabled" else None),
+        )
+        if mine != theirs:
+            raise ValueError(
+                f"config.{key}={mine!r} differs from the run in {workdir}, trained with "
+                f"config.{key}={theirs!r}: its privacy accounting counts every step with the same mechanism. "
+                "Resume with the run's own privacy settings, or use a new --workdir."
+            )
 
 
 def _stopped(signum: int, step: int, directory: str, state: TrainState) -> TrainState:

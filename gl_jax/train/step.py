@@ -9,6 +9,7 @@ maps it with `jax.pmap`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 import optax
 
 from gl_jax.train.precision import with_compute_dtype
+from gl_jax.train.privacy import NOISE_STREAM, DPOptions, clipped_sums, noisy_mean
 from gl_jax.train.state import TrainState
 
 __all__ = [
@@ -86,6 +88,7 @@ def make_train_step(
     grad_accum_steps: int = 1,
     compute_dtype: Any | None = None,
     remat_policy: Callable[..., bool] | None = None,
+    privacy: DPOptions | None = None,
 ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
     """Builds the pure train step.
 
@@ -119,6 +122,14 @@ def make_train_step(
         fp32 parameters as master weights; see `gl_jax.train.precision`. None: the parameters' dtype.
       remat_policy: wrap the loss in `jax.checkpoint` with this policy (see `REMAT_POLICIES`); None: no
         rematerialisation.
+      privacy: differentially private gradients (`gl_jax.train.privacy`): per-example gradients (each
+        loss averaged over `multiplicity` draws), clipped to `clip_norm`, summed over the examples whose
+        `batch["mask"]` is 1 (all of them without a mask) and over micro-batches and devices, then
+        N(0, (noise_multiplier clip_norm)^2) added once and the sum divided by `expected_batch_size`.
+        The noise key is `fold_in(step key, privacy.NOISE_STREAM)`, the same on every device. The
+        guard then reads the noised gradient and the update only (a per-example NaN counts as a zero
+        gradient), and the metrics add `dp_examples` and `dp_clipped`. None: the ordinary step, whose
+        numbers this option leaves unchanged.
 
     Returns:
       `train_step(state, batch, key) -> (state, metrics)`: `key` is the run's base key (the step's key is
@@ -147,6 +158,28 @@ def make_train_step(
         mean = lambda tree: jax.tree.map(lambda x: jnp.mean(x, axis=0), tree)
         return (jnp.mean(losses), mean(metrics)), jax.tree.map(lambda g: g / grad_accum_steps, total)
 
+    def private_grads(params, batch, keys, step_key):
+        """`gl_jax.train.privacy.dp_gradients`, the clipped sums added over micro-batches and devices
+        before the noise."""
+        mask = batch.get("mask", jnp.ones(keys.shape, jnp.float32))  # [B]
+        examples = {k: v for k, v in batch.items() if k != "mask"}
+        sums_of = functools.partial(
+            clipped_sums, loss_fn, params, clip_norm=privacy.clip_norm, multiplicity=privacy.multiplicity
+        )
+        if grad_accum_steps == 1:
+            sums = sums_of(examples, keys, mask)
+        else:
+            micro = _micro_batches((examples, keys, mask), grad_accum_steps)
+            zeros = jax.eval_shape(sums_of, *jax.tree.map(lambda x: x[0], micro))
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+            sums, _ = jax.lax.scan(
+                lambda total, m: (jax.tree.map(jnp.add, total, sums_of(*m)), None), zeros, micro
+            )
+        if axis_name is not None:
+            sums = jax.lax.psum(sums, axis_name)
+        grads, loss, metrics = noisy_mean(sums, jax.random.fold_in(step_key, NOISE_STREAM), privacy)
+        return (loss, metrics), grads
+
     def train_step(state: TrainState, batch: dict, key: jax.Array) -> tuple[TrainState, dict]:
         step_key = jax.random.fold_in(key, state.step)
         local = _batch_size(batch)
@@ -158,17 +191,19 @@ def make_train_step(
             keys = jax.random.split(step_key, local * num)
             keys = jax.lax.dynamic_slice_in_dim(keys, jax.lax.axis_index(axis_name) * local, local)
 
-        if grad_accum_steps == 1:
-            (loss, metrics), grads = grad_fn(state.params, batch, keys)
-        elif local % grad_accum_steps:
+        if local % grad_accum_steps:
             raise ValueError(
                 f"A batch of {local} examples (per device under pmap) cannot be cut into "
                 f"grad_accum_steps={grad_accum_steps} equal micro-batches; make config.data.batch_size "
                 "a multiple of grad_accum_steps times the number of devices."
             )
+        if privacy is not None:
+            (loss, metrics), grads = private_grads(state.params, batch, keys, step_key)
+        elif grad_accum_steps == 1:
+            (loss, metrics), grads = grad_fn(state.params, batch, keys)
         else:
             (loss, metrics), grads = accumulated_grads(state.params, batch, keys)
-        if axis_name is not None:
+        if axis_name is not None and privacy is None:  # The private sums were added over devices already.
             grads, loss, metrics = jax.lax.pmean((grads, loss, metrics), axis_name)
         grad_norm = optax.global_norm(grads)
 
@@ -185,7 +220,10 @@ def make_train_step(
         # gradients (every g^2 finite) Adam's moments stay finite, and the EMA of finite parameters is
         # finite. One norm is also far cheaper to compile than a check of every new leaf.
         # `Checkpointer.save` still refuses a state with a NaN or Inf anywhere.
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
+        if privacy is None:
+            finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
+        else:  # Only the noised gradient and the update: the decision is post-processing (privacy.py).
+            finite = jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
         # A non-finite step leaves everything but the counter as it was.
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         new_state = state.replace(

@@ -18,6 +18,7 @@ from gl_jax.likelihood import TRACES
 from gl_jax.samplers import THRESHOLDS
 from gl_jax.train.optim import OPTIMIZERS, SCHEDULES
 from gl_jax.train.precision import COMPUTE_DTYPES
+from gl_jax.train.privacy import PRIVATE_FAMILIES, dp_options
 from gl_jax.train.step import REMAT_POLICIES
 
 __all__ = ["ConfigError", "check_config", "check_override_types", "MODES"]
@@ -54,6 +55,10 @@ def _number(low: float | None = None, high: float | None = None, *, open_low=Fal
     if high is not None:
         parts.append(f"{'<' if open_high else '<='} {high}")
     return ok, "a finite number" + (" " + " and ".join(parts) if parts else "")
+
+
+def _bool() -> Rule:
+    return (lambda v: isinstance(v, bool)), "True or False"
 
 
 def _choice(options) -> Rule:
@@ -103,6 +108,13 @@ _BY_MODE = {
         "optim.min_lr_ratio": _number(0.0, 1.0),
         "optim.grad_clip": _number(0.0),
         "optim.grad_accum_steps": _int(1),
+        "privacy.enabled": _bool(),
+        "privacy.clip_norm": _number(0.0, open_low=True),
+        "privacy.noise_multiplier": _number(0.0, open_low=True),
+        "privacy.expected_batch_size": _int(0),
+        "privacy.multiplicity": _int(1),
+        "privacy.delta": _number(0.0, 1.0, open_low=True, open_high=True),
+        "privacy.target_epsilon": _number(0.0, open_low=True),
     },
     "sample": {},
     "stats": {
@@ -170,6 +182,8 @@ def check_config(config: ml_collections.ConfigDict, *, mode: str = "train") -> N
         if isinstance(value, float) and not math.isfinite(value):
             raise _fail(key, value, "a finite number", "NaN and Inf are never valid settings")
     for key, (ok, requirement) in {**_COMMON, **_BY_MODE[mode]}.items():
+        if key.startswith("privacy.") and "privacy" not in config:  # A run.json from before the section.
+            continue
         value = _get(config, key)
         if not ok(value):
             raise _fail(key, value, requirement)
@@ -182,11 +196,39 @@ def check_config(config: ml_collections.ConfigDict, *, mode: str = "train") -> N
                     f"config.train.steps_per_call={t.steps_per_call} (steps run in fused groups of that "
                     "many)."
                 )
+        if dp_options(config) is not None:
+            _check_privacy(config)
         if config.optim.optimizer == "adam" and config.optim.weight_decay:
             raise ConfigError(
                 f"config.optim.weight_decay={config.optim.weight_decay!r} needs "
                 "config.optim.optimizer='adamw'."
             )
+
+
+def _check_privacy(config: ml_collections.ConfigDict) -> None:
+    """What private training needs beyond each option's range (`gl_jax.train.privacy`)."""
+    if config.family not in PRIVATE_FAMILIES:
+        raise ConfigError(
+            f"config.family={config.family!r} cannot be trained with config.privacy.enabled=True: DP-SGD "
+            "clips per-example gradients, and only the families whose loss is a mean over independent "
+            f"examples have them ({', '.join(PRIVATE_FAMILIES)}); a GAN's discriminator loss couples the "
+            "batch."
+        )
+    expected, slots = config.privacy.expected_batch_size, config.data.batch_size
+    if not 1 <= expected <= slots:
+        raise _fail(
+            "privacy.expected_batch_size",
+            expected,
+            f"an integer >= 1 and <= config.data.batch_size={slots} (the batch's slots)",
+            "set it with --config.privacy.expected_batch_size=B and config.data.batch_size a few sqrt(B) "
+            "above it",
+        )
+    if config.distributed.enabled:
+        raise ConfigError(
+            "config.distributed.enabled=True is invalid with config.privacy.enabled=True: Poisson sampling "
+            "draws every step's batch from the whole train split in one process; train on one process "
+            "(any number of its devices)."
+        )
 
 
 def _kind(value: Any) -> str:
