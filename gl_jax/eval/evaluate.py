@@ -14,6 +14,21 @@ test-set bits/dim. It writes `<workdir>/eval/report.json`, a captioned sample pi
 statistics come from `gl_jax.eval.reference` (`--mode stats`); images are compared by their FID Inception
 features, vector data by its coordinates.
 
+Memorisation (every family): each setting's samples, as the dataset stores examples (pixel levels, or
+coordinates), against the training split by the nearest-neighbour ratio of `gl_jax.eval.memorisation`:
+`closer_than_training`, the fraction of samples closer to a training example than that example is to its
+nearest other one, and `memorised_fraction`, those under a third of it. The report's `memorisation`
+entry gives the same numbers for as many test examples (what fresh draws from the data give) and names
+`<workdir>/eval/nearest.png`: the first setting's samples nearest to the training set beside their
+nearest training images.
+
+Usefulness (class-conditional families): class-balanced samples drawn with `config.sample` (its guidance
+weight included), as many as the training split has but at most `config.eval.num_samples`, train the
+fixed classifier of `gl_jax.eval.usefulness`: the report's `usefulness` entry holds the Classification
+Accuracy Score (Ravuri & Vinyals 2019) on the eval split beside the same classifier trained on the real
+training split, and the augmentation curve (1 %, 10 %, 100 % of the real split, without and with the
+samples); curves `eval/cas`, `eval/real_accuracy`, `eval/augmentation/...`.
+
 Preemption: batch i of a setting is drawn with the key `fold_in(unit_key(seed, setting name), i)`
 (likewise for the likelihood's dequantization noise and probes), and after each batch its features (or
 bits/dim) go to `<workdir>/eval/progress/` (`gl_jax.eval.progress`). A rerun after a kill resumes at the
@@ -24,7 +39,9 @@ checkpoint or other settings is discarded.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -38,12 +55,15 @@ from gl_jax.data.pipeline import load_arrays
 from gl_jax.eval.features import Extractor
 from gl_jax.eval.frechet import fid
 from gl_jax.eval.inception_score import inception_score
+from gl_jax.eval.memorisation import Novelty, memorised_fraction, novelty
 from gl_jax.eval.mmd import kernel_inception_distance
 from gl_jax.eval.precision_recall import precision_recall
 from gl_jax.eval.progress import Progress, run_batches, unit_key
 from gl_jax.eval.reference import ReferenceStats, compute_stats, feature_extractor, feature_kind
 from gl_jax.eval.settings import EvalSetting, bind, eval_settings, resolve
+from gl_jax.eval.usefulness import as_model_input, as_stored, class_sampler, usefulness
 from gl_jax.interrupts import handle_signals
+from gl_jax.spec import DataSpec
 from gl_jax.train import parallel, provenance
 from gl_jax.train.experiment import Experiment, reading_workdir
 from gl_jax.train.run_record import check_config_matches, read_record
@@ -86,13 +106,15 @@ def _setting_fingerprint(config: ml_collections.ConfigDict, setting: EvalSetting
         "batch_size": config.eval.batch_size,
         "grid_size": config.eval.grid_size,
         "setting": dataclasses.asdict(setting),
+        "contents": _BATCH_CONTENTS,
     }
 
 
 def _draw_and_extract(
     run: Experiment, params: Any, setting: EvalSetting, progress: Progress, extractor: Extractor
 ) -> list[dict[str, np.ndarray]]:
-    """Draws the setting's samples batch by batch (resuming), saving each batch's features."""
+    """Draws the setting's samples batch by batch (resuming), saving each batch's features and samples
+    (`as_stored`: the memorisation entry compares them with the training split)."""
     e = run.config.eval
     sample = _sample_fn(run, setting)
 
@@ -103,6 +125,7 @@ def _draw_and_extract(
         x = x[:count]  # [count, *data_shape]
         out = extractor(x)
         arrays = {"pool": out.pool, "samples": x[: max(0, e.grid_size - i * e.batch_size)]}
+        arrays["x"] = as_stored(x, run.spec, dequantized=run.config.data.dequantize)
         if out.logits is not None:
             arrays["logits"] = out.logits
         if nfe is not None:
@@ -137,6 +160,191 @@ def _quality(
         logits = np.concatenate([b["logits"] for b in batches])  # [N, 1008]
         score = inception_score(logits, splits=min(e.is_splits, len(logits)))
         out.update(inception_score=score.mean, inception_score_std=score.std)
+    return out
+
+
+# --- The real splits. ---
+
+# What a setting's saved batches hold: progress saved by an evaluator whose batches held less is redone.
+_BATCH_CONTENTS = ("pool", "samples", "x", "nfe", "logits")
+
+
+class _Splits:
+    """The real train and eval splits as stored (uint8 images), read once when first needed."""
+
+    def __init__(self, run: Experiment):
+        self.run = run
+
+    @functools.cached_property
+    def train(self) -> dict[str, np.ndarray] | None:
+        source = self.run.sources.get("train")
+        return None if source is None else load_arrays(source, self.run.spec)
+
+    @functools.cached_property
+    def test(self) -> dict[str, np.ndarray] | None:
+        source = self.run.eval_source
+        return None if source is None else load_arrays(source, self.run.spec)
+
+
+# --- Memorisation. ---
+
+
+def _memorisation(stored: np.ndarray, train: np.ndarray) -> tuple[dict[str, float], Novelty]:
+    """The nearest-training-example ratios rho of samples (`gl_jax.eval.memorisation`), in the stored
+    space (pixel levels, or coordinates): the fraction closer to a training example than that example is
+    to its own nearest other one (rho < 1), the fraction flagged as memorised (rho < 1/3), the median."""
+    found = novelty(np.asarray(stored, np.float32), np.asarray(train, np.float32))
+    numbers = {
+        "closer_than_training": memorised_fraction(found.ratio, threshold=1.0),
+        "memorised_fraction": memorised_fraction(found.ratio),
+        "median_nn_ratio": float(np.median(found.ratio)),
+    }
+    return numbers, found
+
+
+def _nearest_picture(
+    path: str, stored: np.ndarray, found: Novelty, train: np.ndarray, spec: DataSpec, **kwargs: Any
+) -> np.ndarray:
+    """The `count` samples nearest to the training set (smallest rho first) beside their nearest training
+    images, written to `path` (`caption` and `metadata` go to `plots.save_samples`)."""
+    order = np.argsort(found.ratio, kind="stable")[: kwargs.pop("count")]
+    shown = as_model_input(stored[order], spec)  # [count, H, W, C]
+    nearest = as_model_input(train[found.index[order]], spec)
+    return plots.save_samples(path, shown, reference=nearest, **kwargs)
+
+
+def _memorisation_entry(
+    config: ml_collections.ConfigDict,
+    run: Experiment,
+    setting: EvalSetting,
+    step: int,
+    stored: np.ndarray,
+    found: Novelty,
+    splits: _Splits,
+    out_dir: str,
+    record: dict,
+    pictures: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """The report's `memorisation` entry, of the first setting's samples: what the numbers are compared
+    in, the same numbers for as many test examples (what fresh draws from the data give), and the picture
+    `eval/nearest.png` (image data) of the samples nearest to the training set beside their neighbours."""
+    entry: dict[str, Any] = {
+        "setting": setting.name,
+        "space": "pixel levels" if run.spec.kind == "image" else "coordinates",
+        "memorised_below": 1.0 / 3.0,
+        "num_train": int(len(splits.train["x"])),
+        "test": None,
+        "picture": None,
+    }
+    if splits.test is not None:
+        test, _ = _memorisation(splits.test["x"][: len(stored)], splits.train["x"])
+        entry["test"] = {**test, "num": int(min(len(stored), len(splits.test["x"])))}
+    if run.spec.kind == "image":
+        count = min(config.eval.grid_size, len(stored))
+        closer = memorised_fraction(found.ratio, threshold=1.0)
+        caption = (
+            f"step {step} | {setting.name}: the {count} of {len(stored)} samples nearest to the training "
+            f"set (right) and their nearest training images (left) | {closer:.1%} closer than training "
+            f"images to each other, {memorised_fraction(found.ratio):.1%} at under 1/3"
+        )
+        path = os.path.join(out_dir, "nearest.png")
+        meta = {**record, "kind": "eval picture", "sampler": {"setting": setting.name}}
+        pictures["eval/nearest"] = _nearest_picture(
+            path,
+            stored,
+            found,
+            splits.train["x"],
+            run.spec,
+            count=count,
+            caption=caption,
+            metadata=provenance.png_metadata(meta),
+        )
+        files.write_json(provenance.sidecar_path(path), meta)
+        entry["picture"] = "nearest.png"
+    return entry
+
+
+# --- Usefulness: CAS and the augmentation curve of a class-conditional model. ---
+
+
+def _usefulness(run: Experiment, params: Any, step: int, folder: str, splits: _Splits) -> dict | None:
+    """CAS, the real-data classifier's accuracy and the augmentation curve (`gl_jax.eval.usefulness`) of
+    class-balanced samples drawn with the config's sampling (`config.sample`, guidance included), as many
+    as the training split holds but at most `config.eval.num_samples` (rounded up to equal classes);
+    resumable. None for an unconditional family or data without labelled train and eval splits."""
+    config, family, spec = run.config, run.family, run.spec
+    if not family.conditional:
+        return None
+    if splits.train is None or splits.test is None or "label" not in splits.train:
+        log.warning("No labelled train and %r splits: no usefulness entry.", config.data.eval_split)
+        return None
+    e, s = config.eval, config.sample
+    num_classes = int(spec.num_classes)
+    per_class = math.ceil(min(len(splits.train["x"]), e.num_samples) / num_classes)
+    per_batch = math.ceil(per_class / math.ceil(per_class / e.batch_size))  # Equal batches within a class.
+    batches_per_class = math.ceil(per_class / per_batch)
+    per_class = batches_per_class * per_batch
+    sampling = {
+        "sampler": s.sampler,
+        "steps": s.steps,
+        "options": files.canonical(dict(s.options)),
+        "threshold": s.threshold,
+        "guidance": float(s.guidance),
+    }
+    fingerprint = {
+        "checkpoint_step": step,
+        "use_ema": bool(s.use_ema),
+        "seed": config.seed,
+        "per_class": per_class,
+        "per_batch": per_batch,
+        "sampling": sampling,
+    }
+    sample = class_sampler(family, run.mesh)
+
+    def batch(i: int, key: jax.Array) -> tuple[dict[str, np.ndarray], int]:
+        label = i // batches_per_class  # Batches of class 0 first, then class 1, ...
+        x, nfe = sample(params, key, label, per_batch)
+        arrays = {
+            "x": as_stored(x, spec, dequantized=config.data.dequantize),
+            "label": np.full((per_batch,), label, np.int32),
+        }
+        if nfe is not None:
+            arrays["nfe"] = np.asarray(nfe, np.int64)
+        return arrays, per_batch
+
+    progress = Progress(folder, fingerprint)
+    batches = run_batches(
+        progress,
+        batch,
+        unit_key(config.seed, "usefulness"),
+        total=num_classes * per_class,
+        batch_size=per_batch,
+        desc="usefulness",
+        unit="sample",
+    )
+    start = time.perf_counter()
+    stored = np.concatenate([b["x"] for b in batches])  # [num_classes * per_class, ...]
+    labels = np.concatenate([b["label"] for b in batches])
+    train, test = splits.train, splits.test
+    out = usefulness(
+        as_model_input(train["x"], spec),
+        train["label"],
+        as_model_input(stored, spec),
+        labels,
+        as_model_input(test["x"], spec),
+        test["label"],
+        num_classes=num_classes,
+    )
+    memorisation, _ = _memorisation(stored, train["x"])
+    nfe = [int(b["nfe"]) for b in batches if "nfe" in b]
+    out.update(
+        sampling=sampling,
+        per_class=per_class,
+        nfe=max(nfe) if nfe else None,
+        memorisation=memorisation,
+        checkpoint_step=step,
+        seconds=round(progress.seconds + time.perf_counter() - start, 3),
+    )
     return out
 
 
@@ -210,10 +418,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       workdir: a training run's folder; a rerun resumes an interrupted evaluation.
 
     Returns:
-      The report: `checkpoint_step`, `reference` (the statistics file), `bits_per_dim` (or None), and
-      `settings`, by name, each with sampler, steps, options, nfe, fid, kid_mean, kid_std, precision,
-      recall, inception_score (when the weights have a head), bits_per_dim, num_samples, checkpoint_step
-      and seconds.
+      The report: `checkpoint_step`, `reference` (the statistics file), `bits_per_dim` (or None),
+      `memorisation` (None without a train split), `usefulness` (None but for class-conditional
+      families), and `settings`, by name, each with sampler, steps, options, nfe, fid, kid_mean, kid_std,
+      precision, recall, inception_score (when the weights have a head), closer_than_training,
+      memorised_fraction, median_nn_ratio, bits_per_dim, num_samples, checkpoint_step and seconds.
 
     Raises:
       CheckpointError: `workdir` has no readable checkpoint.
@@ -249,6 +458,8 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
             "features": len(reference.features),
         },
         "bits_per_dim": None,
+        "memorisation": None,
+        "usefulness": None,
         "settings": {},
         "provenance": provenance.record(
             config,
@@ -263,6 +474,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
     }
     report_path = os.path.join(out_dir, "report.json")
     pictures: dict[str, np.ndarray] = {}
+    splits = _Splits(run)
     for setting in settings:
         log.info("Evaluating setting %r.", setting.name)
         folder = os.path.join(out_dir, "progress", "settings", setting.name)
@@ -279,6 +491,14 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
         entry["nfe"] = float(np.mean(nfe)) if nfe else None
         entry["nfe_max"] = max(nfe) if nfe else None
         entry.update(_quality(config, batches, reference))
+        stored = np.concatenate([b["x"] for b in batches])  # [num_samples, ...]
+        if splits.train is not None:
+            numbers, found = _memorisation(stored, splits.train["x"])
+            entry.update(numbers)
+            if report["memorisation"] is None:
+                report["memorisation"] = _memorisation_entry(
+                    config, run, setting, step, stored, found, splits, out_dir, report["provenance"], pictures
+                )
         entry.update(
             num_samples=int(sum(len(b["pool"]) for b in batches)),
             checkpoint_step=step,
@@ -302,6 +522,18 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
         report["settings"][setting.name] = entry
         files.write_json(report_path, report)
         log.info("%s: %s", setting.name, {k: v for k, v in entry.items() if k != "options"})
+    report["usefulness"] = _usefulness(
+        run, params, step, os.path.join(out_dir, "progress", "usefulness"), splits
+    )
+    if report["usefulness"] is not None:
+        files.write_json(report_path, report)
+        u = report["usefulness"]
+        log.info(
+            "usefulness: CAS %.4f, real data %.4f, augmentation %s",
+            u["cas"],
+            u["real_accuracy"],
+            u["augmentation"],
+        )
     bpd = _bits_per_dim(run, params, step, os.path.join(out_dir, "progress", "bits_per_dim"))
     report["bits_per_dim"] = bpd
     for entry in report["settings"].values():
@@ -312,7 +544,29 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
 
 
 # The numbers of a setting's entry that become curves (`eval/<setting>/<name>`).
-_CURVES = ("fid", "kid_mean", "precision", "recall", "inception_score", "nfe")
+_CURVES = (
+    "fid",
+    "kid_mean",
+    "precision",
+    "recall",
+    "inception_score",
+    "nfe",
+    "closer_than_training",
+    "memorised_fraction",
+)
+
+
+def _usefulness_scalars(entry: dict) -> dict[str, float]:
+    """`eval/cas`, `eval/real_accuracy` and `eval/augmentation/{real,real_and_synthetic}_<percent>pct`."""
+    out = {"eval/cas": entry["cas"], "eval/real_accuracy": entry["real_accuracy"]}
+    curve = entry["augmentation"]
+    for fraction, real, mixed in zip(
+        curve["fractions"], curve["real"], curve["real_and_synthetic"], strict=True
+    ):
+        percent = f"{100 * fraction:g}pct"
+        out[f"eval/augmentation/real_{percent}"] = real
+        out[f"eval/augmentation/real_and_synthetic_{percent}"] = mixed
+    return out
 
 
 def _write_metrics(workdir: str, report: dict, pictures: dict[str, np.ndarray]) -> None:
@@ -327,6 +581,8 @@ def _write_metrics(workdir: str, report: dict, pictures: dict[str, np.ndarray]) 
     }
     if report["bits_per_dim"]:
         scalars["eval/bits_per_dim"] = report["bits_per_dim"]["bits_per_dim"]
+    if report.get("usefulness"):
+        scalars.update(_usefulness_scalars(report["usefulness"]))
     writer = MetricsWriter(
         workdir,
         replace_step=step,

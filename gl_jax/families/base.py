@@ -77,6 +77,26 @@ class Family(abc.ABC):
         """`sample` and the number of network evaluations it took (`nfe`; None where not counted)."""
         return SampleResult(self.sample(params, key, num), None)
 
+    def sample_conditional(self, params: Any, key: jax.Array, labels: jax.Array) -> SampleResult:
+        """Samples of the given classes, one per label, and the NFE it took (a class-conditional family).
+
+        Args:
+          params: the parameters to sample with.
+          key: PRNG key.
+          labels: `[num]` integer class labels in [0, num_classes).
+
+        Returns:
+          `SampleResult(x [num, *data_shape], nfe)`; sample i is of class `labels[i]`.
+
+        Raises:
+          ValueError: the family models no class labels (the default; `conditional` is False).
+        """
+        del params, key, labels
+        raise ValueError(
+            f"{type(self).__name__} models no class labels, so it cannot sample given ones; train a "
+            "class-conditional model (e.g. experiments/digits_vp_cond.py)."
+        )
+
     def with_sampler(self, sampler: Sampler, *, threshold: str) -> Family:
         """This family sampling with `sampler` (and `threshold`, see `gl_jax.samplers.thresholding`).
 

@@ -196,18 +196,28 @@ class ScoreDiffusion(Family):
     def sample_counted(self, params: Any, key: jax.Array, num: int) -> SampleResult:
         """`num` samples and the number of score evaluations (a guided score counts as one)."""
         if self.num_classes:
-            labels = jnp.arange(num) % self.num_classes  # [num]
-            if self.guidance == 1.0:
-                score = self.score_fn(params, labels)
-            else:
-                null = jnp.full_like(labels, self.num_classes)  # The dropped label (unconditional).
-                score = guided_score(
-                    lambda x, t, c: self.score_fn(params, c)(x, t), labels, w=self.guidance, null_cond=null
-                )
-        else:
-            score = self.score_fn(params)
-        score = thresholded_score(score, self.sde, method=self.threshold)
+            return self.sample_conditional(params, key, jnp.arange(num) % self.num_classes)
+        score = thresholded_score(self.score_fn(params), self.sde, method=self.threshold)
         return self.sampler(key, score, self.sde, (num, *self.data_shape))
+
+    def sample_conditional(self, params: Any, key: jax.Array, labels: jax.Array) -> SampleResult:
+        """Samples of the classes `labels` `[num]` with guidance weight `guidance`, and their NFE (a guided
+        score counts as one evaluation).
+
+        Raises:
+          ValueError: the model is unconditional (no `num_classes`).
+        """
+        if not self.num_classes:
+            return super().sample_conditional(params, key, labels)
+        if self.guidance == 1.0:
+            score = self.score_fn(params, labels)
+        else:
+            null = jnp.full_like(labels, self.num_classes)  # The dropped label (unconditional).
+            score = guided_score(
+                lambda x, t, c: self.score_fn(params, c)(x, t), labels, w=self.guidance, null_cond=null
+            )
+        score = thresholded_score(score, self.sde, method=self.threshold)
+        return self.sampler(key, score, self.sde, (labels.shape[0], *self.data_shape))
 
     def with_sampler(self, sampler: Sampler, *, threshold: str) -> ScoreDiffusion:
         """The same model sampling with `sampler` and `threshold` (e.g. an eval setting)."""
