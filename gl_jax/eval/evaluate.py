@@ -93,7 +93,7 @@ def _sample_fn(run: Experiment, setting: EvalSetting):
     family = run.family
     if setting.sampler is not None:
         family = family.with_sampler(bind(setting), threshold=setting.threshold)
-    return parallel.compile_sampler(family.sample_counted, run.mesh)
+    return parallel.compile_sampler(family.sample_one, run.mesh)
 
 
 def _setting_fingerprint(config: ml_collections.ConfigDict, setting: EvalSetting, step: int) -> dict:

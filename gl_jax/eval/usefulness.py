@@ -405,9 +405,11 @@ def class_sampler(family: Family, mesh: jax.sharding.Mesh):
       number of devices); the label is an argument, so one compilation serves every class.
     """
 
-    def counted(tree: dict, key: jax.Array, num: int):
-        labels = jnp.full((num,), tree["label"], jnp.int32)  # [num]
-        return family.sample_conditional(tree["params"], key, labels)
+    def counted(tree: dict, key: jax.Array, index: jax.Array):
+        del index  # Every sample of the one class.
+        return family.sample_conditional(
+            tree["params"], key, jnp.reshape(tree["label"], (1,)).astype(jnp.int32)
+        )
 
     draw = parallel.compile_sampler(counted, mesh)
     return lambda params, key, label, num: draw({"params": params, "label": jnp.int32(label)}, key, num)

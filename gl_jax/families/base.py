@@ -77,6 +77,15 @@ class Family(abc.ABC):
         """`sample` and the number of network evaluations it took (`nfe`; None where not counted)."""
         return SampleResult(self.sample(params, key, num), None)
 
+    def sample_one(self, params: Any, key: jax.Array, index: jax.Array) -> SampleResult:
+        """Sample number `index` `[1, ...]` of a batch drawn one sample at a time (`compile_sampler`).
+
+        The default is `sample_counted(params, key, 1)`; a class-conditional family draws class
+        `index % num_classes`, so a batch cycles through the classes as `sample_counted` does.
+        """
+        del index
+        return self.sample_counted(params, key, 1)
+
     def sample_conditional(self, params: Any, key: jax.Array, labels: jax.Array) -> SampleResult:
         """Samples of the given classes, one per label, and the NFE it took (a class-conditional family).
 

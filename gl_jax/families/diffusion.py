@@ -200,6 +200,13 @@ class ScoreDiffusion(Family):
         score = thresholded_score(self.score_fn(params), self.sde, method=self.threshold)
         return self.sampler(key, score, self.sde, (num, *self.data_shape))
 
+    def sample_one(self, params: Any, key: jax.Array, index: jax.Array) -> SampleResult:
+        if self.num_classes:  # Class index % num_classes, as `sample_counted`'s rows.
+            return self.sample_conditional(
+                params, key, jnp.reshape(index % self.num_classes, (1,)).astype(jnp.int32)
+            )
+        return super().sample_one(params, key, index)
+
     def sample_conditional(self, params: Any, key: jax.Array, labels: jax.Array) -> SampleResult:
         """Samples of the classes `labels` `[num]` with guidance weight `guidance`, and their NFE (a guided
         score counts as one evaluation).

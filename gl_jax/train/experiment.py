@@ -182,9 +182,9 @@ class Experiment:
 
     @functools.cached_property
     def sample_fn(self):
-        """`family.sample_counted` spread over the mesh (`parallel.compile_sampler`: every sample from its own
+        """`family.sample_one` spread over the mesh (`parallel.compile_sampler`: every sample from its own
         key, the same samples on any number of devices), compiled once per `num`; returns NumPy."""
-        return parallel.compile_sampler(self.family.sample_counted, self.mesh)
+        return parallel.compile_sampler(self.family.sample_one, self.mesh)
 
     @functools.cached_property
     def loss_fn(self):

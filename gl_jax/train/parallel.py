@@ -217,9 +217,10 @@ def compile_train_step(
 
 
 def compile_sampler(
-    sample_counted: Callable[[Any, jax.Array, int], Any], mesh: Mesh
+    sample_one: Callable[[Any, jax.Array, jax.Array], Any], mesh: Mesh
 ) -> Callable[[Any, jax.Array, int], tuple[np.ndarray, int | None]]:
-    """A family's `sample_counted(params, key, num)` spread over every device of `mesh` (and every process).
+    """A family's `sample_one(params, key, index)` (`Family.sample_one`) spread over every device of `mesh`
+    (and every process), as a sampler of `num` samples.
 
     Sample i is drawn alone from its own key, `fold_in(key, i)`, by `jax.vmap` over the samples; the batch
     of samples is split over all devices. So the samples depend only on `key` and i, not on the number of
@@ -230,7 +231,8 @@ def compile_sampler(
     every sample.
 
     Args:
-      sample_counted: `(params, key, num) -> SampleResult(x [num, ...], nfe or None)`.
+      sample_one: `(params, key, index) -> SampleResult(x [1, ...], nfe or None)`: sample number `index`
+        (a class-conditional family draws class `index % num_classes`).
       mesh: the device mesh; the parameters may be laid out on it in any way (replicated, fsdp).
 
     Returns:
@@ -244,11 +246,11 @@ def compile_sampler(
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(padded))
         keys = jax.lax.with_sharding_constraint(keys, batch)  # [padded], split over the devices.
 
-        def one(k):
-            x, nfe = sample_counted(params, k, 1)
+        def one(k, i):
+            x, nfe = sample_one(params, k, i)
             return x[0], nfe
 
-        x, nfe = jax.vmap(one)(keys)
+        x, nfe = jax.vmap(one)(keys, jnp.arange(padded))
         x = jax.lax.with_sharding_constraint(x, batch)
         return x, None if nfe is None else jnp.max(nfe)
 

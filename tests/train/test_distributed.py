@@ -80,4 +80,7 @@ def test_two_processes_of_two_devices_equal_one_process_of_four(tmp_path, data_d
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["3", "6"]
     records = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 3, 6, 6]  # Compile time, two logs, the eval loss.
-    assert [p.name for p in (tmp_path / "two" / "samples").iterdir()] == ["step_0000006.png"]
+    assert sorted(p.name for p in (tmp_path / "two" / "samples").iterdir()) == [
+        "step_0000006.png",
+        "step_0000006.png.provenance.json",
+    ]
