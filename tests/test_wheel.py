@@ -2,9 +2,9 @@
 (`gl_jax.experiments`), so `gl-jax --config toy_vp:smoke` and the quickstart notebook run.
 
 The wheel is built once (without its dependencies: seconds); the tests check what is in it, that the
-installed copy alone on the path finds its configs and resolves a config by name, and, as a user would,
-install it with its dependencies into a fresh venv, train `toy_vp:smoke` and run notebook 01 there (71 s
-on 2 CPU cores with pip's cache of the registry's files warm, as after `make test`'s own install).
+installed copy alone on the path finds its configs and resolves a config by name, and (marked slow: 71-85 s
+on 2 CPU cores with pip's cache warm) install it with its dependencies into a fresh venv, train
+`toy_vp:smoke` and run notebook 01 there, as a user would.
 """
 
 import json
@@ -95,6 +95,7 @@ def test_installed_wheel_finds_its_configs_outside_a_clone(wheel, tmp_path):
     assert family == "latent" and count == len(list((REPO / "experiments").glob("[!_]*.py")))
 
 
+@pytest.mark.slow
 def test_wheel_in_a_fresh_venv_trains_and_runs_the_quickstart(wheel, tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)

