@@ -14,6 +14,8 @@ from benchmarks import p6_accelerator as p6
 from tests.conftest import REPO
 
 
+# The tests of the smoke run are marked slow (it is ~60 s of compiles on 2 CPU cores); `pytest -m slow
+# tests/test_p6_accelerator.py` runs them. The peak table's tests run by default.
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """(the JSON report, the printed tables) of one smoke run, in a subprocess on CPU."""
@@ -25,6 +27,7 @@ def smoke(tmp_path_factory):
     return json.loads(path.read_text()), out.stdout
 
 
+@pytest.mark.slow
 def test_every_row_is_there(smoke):
     report, _ = smoke
     train = {(r["model"], r["dtype"]) for r in report["train"]}
@@ -39,6 +42,7 @@ def test_every_row_is_there(smoke):
         assert row["finite"], row
 
 
+@pytest.mark.slow
 def test_times_and_rates_agree(smoke):
     report, _ = smoke
     for row in report["train"]:
@@ -54,6 +58,7 @@ def test_times_and_rates_agree(smoke):
         assert row["images_per_s_per_device"] == pytest.approx(row["batch"] / row["call_s"])
 
 
+@pytest.mark.slow
 def test_flops_from_xla_same_arithmetic_in_both_dtypes(smoke):
     report, _ = smoke
     flops = {(r["model"], r["dtype"]): r["flops_per_step"] for r in report["train"]}
@@ -67,6 +72,7 @@ def test_flops_from_xla_same_arithmetic_in_both_dtypes(smoke):
     assert flops["ddpmpp", "float32"] != flops["dit", "float32"]
 
 
+@pytest.mark.slow
 def test_no_mfu_without_a_peak(smoke):
     report, printed = smoke
     assert report["device"]["platform"] == "cpu"
@@ -79,6 +85,7 @@ def test_no_mfu_without_a_peak(smoke):
     assert all([c.strip() for c in line.split("|")][column] == "n/a" for line in rows)
 
 
+@pytest.mark.slow
 def test_peak_table_has_a_source_for_every_figure(smoke):
     report, _ = smoke
     assert [(e["pattern"], e["source"]) for e in report["peak_table"]] == [
