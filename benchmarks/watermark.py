@@ -77,6 +77,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from gl_jax.analytic import GaussianMixture
+from gl_jax.eval.detection import roc_auc, tpr_at_fpr
 from gl_jax.eval.frechet import fid
 from gl_jax.samplers import ddim
 from gl_jax.samplers.watermark import TreeRing, detect, tree_ring_key, watermark_noise
@@ -176,25 +177,6 @@ PERTURBATIONS: dict[str, Perturbation] = {
     "jpeg 75": jpeg(75),
     "jpeg 25": jpeg(25),
 }
-
-
-# --- Detection metrics: a larger score means "watermarked". ---
-
-
-def roc_auc(negative: np.ndarray, positive: np.ndarray) -> float:
-    """P(score of a positive > score of a negative), ties counted one half (Mann-Whitney)."""
-    negative, positive = np.asarray(negative, np.float64), np.asarray(positive, np.float64)
-    greater = (positive[:, None] > negative[None, :]).mean()
-    ties = (positive[:, None] == negative[None, :]).mean()
-    return float(greater + 0.5 * ties)
-
-
-def tpr_at_fpr(negative: np.ndarray, positive: np.ndarray, fpr: float = 0.01) -> float:
-    """The largest fraction of positives above a threshold that at most `fpr` of the negatives exceed."""
-    negative = np.sort(np.asarray(negative, np.float64))[::-1]
-    allowed = int(np.floor(fpr * len(negative)))  # Negatives that may score above the threshold.
-    threshold = negative[allowed]
-    return float(np.mean(np.asarray(positive) > threshold))
 
 
 # --- The experiment. ---
