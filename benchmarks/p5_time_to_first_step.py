@@ -34,6 +34,16 @@ and of the initialisation 11.0 s (16.0 s in a run just before, compiled with LLV
 51.3 s (phases). A restarted run (the CLI's default cache) meets the goal; a first start on this machine
 does not. The warm cache does not shorten the initialisation's compile (12.2 s): not yet understood.
 
+Since 2026-12-01 a fresh run compiles its train step in a thread from the state's shapes
+(`parallel.BackgroundCompile`) while the initial state is traced, compiled and made: XLA releases the
+interpreter lock while it compiles, and one compilation keeps about 1.4 of the 2 cores busy (step compile:
+37 s wall, 51 s CPU; init compile 9 s wall, 10 s CPU), so the two overlap. The phases rows below still
+run the two one after the other; the CLI rows run the real loop. A/B run (2026-12-01, "gl-jax CLI, no
+cache" only, a clean clone of the commit before against the working tree, interleaved, load average
+1.6-1.9 from other jobs): before 74.2 s and 62.5 s, after 54.9 s and 52.2 s. The CLI row watches for
+`"train/loss"` in `metrics.jsonl` (the tag since the TensorBoard layout; it looked for `"loss"` before and
+then waited forever).
+
 Run:  .venv/bin/python -m benchmarks.p5_time_to_first_step [--batch 8]   (~6 minutes on 2 busy cores)
 """
 
@@ -169,7 +179,7 @@ def run_cli(batch: int, data_dir: str, cache_dir: str | None, timeout: float) ->
             while True:
                 if os.path.exists(metrics):
                     with open(metrics) as f:
-                        if any('"loss"' in line for line in f):
+                        if any('"train/loss"' in line for line in f):
                             return time.perf_counter() - start
                 if proc.poll() is not None:
                     log.seek(0)

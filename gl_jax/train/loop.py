@@ -132,27 +132,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
         dataset = dataset.batch(k)  # [k, B, ...] per call.
     iterator = make_iterator(dataset)
 
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t.max_to_keep)
-    try:
-        # A resumed run reads its state straight into the layout; only a fresh one compiles the init.
-        restored = checkpointer.restore_latest(run.abstract_state())
-        if restored is not None:
-            state, data_state = restored
-            set_data_position(iterator, data_state, int(state.step), checkpointer.directory)
-            if is_main:
-                log.info("Resumed from step %d in %s.", int(state.step), checkpointer.directory)
-        else:
-            state = run.init_state()
-        step = int(state.step)
-        if step >= t.num_steps:
-            iterator.close()
-            checkpointer.close()
-            return _finished(run, state, workdir)
-    except BaseException:
-        iterator.close()
-        checkpointer.close()
-        raise
-
     train_step = make_train_step(
         run.family.loss,
         ema_decay=t.ema_decay,
@@ -165,6 +144,32 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
     step_fn = parallel.compile_train_step(
         train_step, run.mesh, state_sharding=run.state_sharding, steps_per_call=k
     )
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t.max_to_keep)
+    first, compiling = None, None
+    try:
+        # A resumed run reads its state straight into the layout; only a fresh one compiles the init.
+        abstract_state = run.abstract_state()
+        restored = checkpointer.restore_latest(abstract_state)
+        if restored is not None:
+            state, data_state = restored
+            set_data_position(iterator, data_state, int(state.step), checkpointer.directory)
+            if is_main:
+                log.info("Resumed from step %d in %s.", int(state.step), checkpointer.directory)
+        else:
+            if t.num_steps > 0:  # The step compiles from the state's shapes while the state is made.
+                first = parallel.shard_batch(next(iterator), run.mesh, steps_per_call=k)
+                compiling = parallel.BackgroundCompile(step_fn, abstract_state, first, run.step_key)
+            state = run.init_state()
+        step = int(state.step)
+        if step >= t.num_steps:
+            iterator.close()
+            checkpointer.close()
+            return _finished(run, state, workdir)
+    except BaseException:
+        iterator.close()
+        checkpointer.close()
+        raise
+
     # Records after the resumed step (written before a kill) are dropped, so no step appears twice.
     writer = MetricsWriter(workdir, enabled=is_main, resume_step=step)
     # The resolved config beside the curves: as text (a code block) and in the HParams tab.
@@ -221,11 +226,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
     try:
         with signals.defer():
             batches = (parallel.shard_batch(b, run.mesh, steps_per_call=k) for b in iterator)
-            first = next(batches)
             # Compiled ahead of the first step and timed apart, so that steps/s counts steps only.
-            compile_start = time.perf_counter()
-            step_fn = step_fn.lower(state, first, run.step_key).compile()
-            writer.write_scalars(step, {"train/compile_seconds": time.perf_counter() - compile_start})
+            if compiling is not None:
+                step_fn = compiling.result()
+                compile_seconds = compiling.seconds
+            else:
+                first = next(batches)
+                compile_start = time.perf_counter()
+                step_fn = step_fn.lower(state, first, run.step_key).compile()
+                compile_seconds = time.perf_counter() - compile_start
+            writer.write_scalars(step, {"train/compile_seconds": compile_seconds})
             batches = itertools.chain([first], batches)
             progress = tqdm.tqdm(
                 total=t.num_steps,
