@@ -9,16 +9,13 @@ to a score first, see `gl_jax.parametrization`), so the minimiser is the score o
 The weighting and the distribution of t are objects; `WEIGHTINGS` and `TIME_SAMPLINGS` map config names
 to them.
 
-Weightings:
+Weightings (`gl_jax.losses.weightings`, re-exported here): each is one function w(lambda) of the log-SNR
+on the eps loss (Kingma & Gao 2023): "sigma2", "likelihood" (= "elbo"), "edm", "min_snr", "sigmoid",
+"flow_matching"; `weighting(sde, t)` is the factor on each example's || eps_hat - eps ||^2 (lambda(t) /
+sigma(t)^2 above). `uncertainty_weighted_score_matching` adds EDM2's learned per-noise-level weighting.
 
-- `Sigma2Weighting` ("sigma2"): lambda = sigma^2, the DDPM noise-prediction loss || eps_hat - eps ||^2 (Ho
-  et al. 2020, eq. 14; Song et al. 2021, sec. 3.3).
-- `LikelihoodWeighting` ("likelihood"): lambda = g(t)^2, twice the continuous-time ELBO gap, so training
-  maximises likelihood (Song et al. 2021b, "Maximum Likelihood Training of Score-Based Diffusion Models",
-  thm. 1; Kingma et al. 2021, VDM, eq. 17 with -d log SNR/dt = g^2 / sigma^2).
-- `EDMWeighting` ("edm"): lambda = w(s) sigma^4 / alpha^2 with w(s) = (s^2 + s_d^2) / (s s_d)^2,
-  s = sigma / alpha: EDM's weighted denoiser loss w(s) || D(x) - x_0 ||^2 (Karras et al. 2022, eq. 8,
-  table 1).
+Couplings (`gl_jax.losses.coupling`): noise drawn independently of the data, or re-paired to the batch's
+minibatch optimal transport plan (`OTCoupling`, Tong et al. 2023's OT-CFM); t stays independent of the pair.
 
 Time samplings:
 
@@ -41,6 +38,18 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from gl_jax.losses.coupling import COUPLINGS, Coupling, IndependentCoupling, OTCoupling
+from gl_jax.losses.weightings import (
+    WEIGHTINGS,
+    EDMWeighting,
+    FlowMatchingWeighting,
+    LikelihoodWeighting,
+    MinSNRWeighting,
+    Sigma2Weighting,
+    SigmoidWeighting,
+    Weighting,
+    log_snr_rate,
+)
 from gl_jax.parametrization import to_eps
 from gl_jax.pixels import bin_centres
 from gl_jax.registry import Registry
@@ -49,10 +58,18 @@ from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
 __all__ = [
     "denoising_score_matching",
+    "uncertainty_weighted_score_matching",
     "vdm_elbo",
+    "Weighting",
     "Sigma2Weighting",
     "LikelihoodWeighting",
     "EDMWeighting",
+    "MinSNRWeighting",
+    "SigmoidWeighting",
+    "FlowMatchingWeighting",
+    "IndependentCoupling",
+    "OTCoupling",
+    "COUPLINGS",
     "UniformTimes",
     "DiscreteTimes",
     "LogSNRTimes",
@@ -63,40 +80,9 @@ __all__ = [
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-# --- Weightings: `weighting(sde, t)` is lambda(t) / sigma(t)^2, `[B]`, the factor on || sigma s + eps ||^2.
-
-
-@dataclasses.dataclass(frozen=True)
-class Sigma2Weighting:
-    """lambda = sigma^2 (Ho et al. 2020): the plain noise-prediction loss."""
-
-    def __call__(self, sde: GaussianDiffusion, t: jax.Array) -> jax.Array:
-        return jnp.ones_like(t)
-
-
-@dataclasses.dataclass(frozen=True)
-class LikelihoodWeighting:
-    """lambda = g(t)^2 (Song et al. 2021b, thm. 1): the loss bounds the negative log-likelihood."""
-
-    def __call__(self, sde: GaussianDiffusion, t: jax.Array) -> jax.Array:
-        return sde.g2(t) / sde.sigma(t) ** 2
-
-
-@dataclasses.dataclass(frozen=True)
-class EDMWeighting:
-    """lambda = w(s) sigma^4 / alpha^2, EDM's denoiser weighting (Karras et al. 2022, eq. 8, table 1).
-
-    Attributes:
-      sigma_data: the data's standard deviation s_d (0.5 for images in [-1, 1]).
-    """
-
-    sigma_data: float = 0.5
-
-    def __call__(self, sde: GaussianDiffusion, t: jax.Array) -> jax.Array:
-        s = sde.sigma(t) / sde.alpha(t)
-        # w(s) sigma^4 / alpha^2 / sigma^2 = w(s) s^2 = (s^2 + s_d^2) / s_d^2.
-        return (s**2 + self.sigma_data**2) / self.sigma_data**2
-
+# Defaults of the losses: frozen dataclasses, made once.
+SIGMA2 = Sigma2Weighting()
+INDEPENDENT = IndependentCoupling()
 
 # --- Time samplings: `sampling(key, sde) -> (t, weight)`, one example's time and its importance weight
 # relative to uniform sampling on [t_min, T] (the loss multiplies by it).
@@ -133,7 +119,7 @@ class LogSNRTimes:
         lam = jax.random.uniform(key, (), minval=ends[0], maxval=ends[1])
         t = jnp.clip(sde.t_from_log_snr(lam), sde.t_min, sde.T)
         tb = t[None]
-        density = sde.g2(tb)[0] / sde.sigma(tb)[0] ** 2 / (ends[1] - ends[0])  # p(t) = |d lambda/dt| / range.
+        density = log_snr_rate(sde, tb)[0] / (ends[1] - ends[0])  # p(t) = |d lambda/dt| / range.
         return t, 1.0 / (density * (sde.T - sde.t_min))
 
 
@@ -154,48 +140,28 @@ class LogNormalTimes:
         return t, jnp.ones(())
 
 
-Weighting = Sigma2Weighting | LikelihoodWeighting | EDMWeighting
 TimeSampling = UniformTimes | DiscreteTimes | LogSNRTimes | LogNormalTimes
 
-# Names a config may use for `config.loss.weighting` and `config.loss.time_sampling`.
-WEIGHTINGS = Registry(
-    "weighting", {"sigma2": Sigma2Weighting, "likelihood": LikelihoodWeighting, "edm": EDMWeighting}
-)
+# Names a config may use for `config.loss.time_sampling` (`WEIGHTINGS` is in `gl_jax.losses.weightings`).
 TIME_SAMPLINGS = Registry(
     "time_sampling",
     {"uniform": UniformTimes, "discrete": DiscreteTimes, "log_snr": LogSNRTimes, "edm": LogNormalTimes},
 )
 
 
-def denoising_score_matching(
+def _weighted_terms(
     key: jax.Array,
     model_fn: ModelFn,
     sde: GaussianDiffusion,
     x0: jax.Array,
     *,
-    weighting: Weighting = Sigma2Weighting(),
-    prediction: str = "score",
-    time_sampling: TimeSampling = UniformTimes(),
-    reduce: str = "mean",
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Weighted denoising score matching loss of a batch.
-
-    Args:
-      key: one PRNG key, or `[B]` per-example keys (each example's t and eps come from its own key).
-      model_fn: `model_fn(x_t, t)` with `x_t` `[B, ...]`, `t` `[B]`, predicting `prediction`.
-      sde: the forward process.
-      x0: clean data `[B, ...]`.
-      weighting: a weighting object, e.g. `Sigma2Weighting()` or `WEIGHTINGS[name](**options)`.
-      prediction: what `model_fn` predicts, a name in `gl_jax.parametrization.PREDICTIONS`.
-      time_sampling: a time sampling object, e.g. `UniformTimes()` or `TIME_SAMPLINGS[name](**options)`.
-      reduce: over data dimensions, "mean" or "sum" (score_sde's `reduce_mean`).
-
-    Returns:
-      `(loss, metrics)`: the batch mean (a scalar) and `{"loss": loss}`.
-
-    Raises:
-      AssertionError: `model_fn`'s output is not shaped like `x_t` (a `chex` check, made when traced).
-    """
+    weighting: Weighting,
+    prediction: str,
+    time_sampling: TimeSampling,
+    reduce: str,
+    coupling: Coupling,
+) -> tuple[jax.Array, jax.Array]:
+    """Each example's weighted eps loss `[B]` and its time `[B]` (see `denoising_score_matching`)."""
     if reduce not in ("mean", "sum"):
         raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}.")
     batch = x0.shape[0]
@@ -207,6 +173,8 @@ def denoising_score_matching(
         return t, weight, jax.random.normal(k_eps, x0.shape[1:])
 
     t, importance, eps = jax.vmap(draw)(keys)  # [B], [B], [B, ...]
+    # The coupling re-pairs noise with data; each example keeps its own t (Tong et al. 2023, alg. 2).
+    eps = coupling(x0, eps)  # [B, ...]
     mean, std = sde.marginal(x0, t)
     x_t = mean + std * eps
     alpha = broadcast_to_data(sde.alpha(t), x0)
@@ -219,8 +187,101 @@ def denoising_score_matching(
     # lambda || s + eps / sigma ||^2 = (lambda / sigma^2) || eps_hat - eps ||^2 with s = -eps_hat / sigma.
     residual = jnp.reshape(eps_hat - eps, (batch, -1))  # [B, D]
     sq = jnp.mean(residual**2, axis=-1) if reduce == "mean" else jnp.sum(residual**2, axis=-1)
-    loss = jnp.mean(importance * weighting(sde, t) * sq)
+    return importance * weighting(sde, t) * sq, t
+
+
+def denoising_score_matching(
+    key: jax.Array,
+    model_fn: ModelFn,
+    sde: GaussianDiffusion,
+    x0: jax.Array,
+    *,
+    weighting: Weighting = SIGMA2,
+    prediction: str = "score",
+    time_sampling: TimeSampling = UniformTimes(),
+    reduce: str = "mean",
+    coupling: Coupling = INDEPENDENT,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Weighted denoising score matching loss of a batch.
+
+    Args:
+      key: one PRNG key, or `[B]` per-example keys (each example's t and eps come from its own key).
+      model_fn: `model_fn(x_t, t)` with `x_t` `[B, ...]`, `t` `[B]`, predicting `prediction`.
+      sde: the forward process.
+      x0: clean data `[B, ...]`.
+      weighting: a weighting object, e.g. `Sigma2Weighting()` or `WEIGHTINGS[name](**options)`.
+      prediction: what `model_fn` predicts, a name in `gl_jax.parametrization.PREDICTIONS`.
+      time_sampling: a time sampling object, e.g. `UniformTimes()` or `TIME_SAMPLINGS[name](**options)`.
+      reduce: over data dimensions, "mean" or "sum" (score_sde's `reduce_mean`).
+      coupling: how noise is paired with data: `IndependentCoupling()` or `OTCoupling()` (minibatch OT,
+        Tong et al. 2023; the loss then depends on the whole batch, not each example alone).
+
+    Returns:
+      `(loss, metrics)`: the batch mean (a scalar) and `{"loss": loss}`.
+
+    Raises:
+      AssertionError: `model_fn`'s output is not shaped like `x_t` (a `chex` check, made when traced).
+    """
+    terms, _ = _weighted_terms(
+        key,
+        model_fn,
+        sde,
+        x0,
+        weighting=weighting,
+        prediction=prediction,
+        time_sampling=time_sampling,
+        reduce=reduce,
+        coupling=coupling,
+    )
+    loss = jnp.mean(terms)
     return loss, {"loss": loss}
+
+
+def uncertainty_weighted_score_matching(
+    key: jax.Array,
+    model_fn: ModelFn,
+    log_var_fn: Callable[[jax.Array], jax.Array],
+    sde: GaussianDiffusion,
+    x0: jax.Array,
+    *,
+    weighting: Weighting = SIGMA2,
+    prediction: str = "score",
+    time_sampling: TimeSampling = UniformTimes(),
+    reduce: str = "mean",
+    coupling: Coupling = INDEPENDENT,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Denoising loss with EDM2's learned uncertainty weighting (Karras et al. 2024, sec. 5).
+
+    L = mean_i [ l_i / e^u(lambda_i) + u(lambda_i) ], with l_i the example's weighted loss of
+    `denoising_score_matching` and u the log-variance network at the example's log-SNR. Minimising over u
+    gives e^u(lambda) = E[l | lambda] (d/du (l e^-u + u) = 0), so each noise level contributes about 1;
+    the gradient wrt the denoiser is its weighted gradient divided by e^u.
+
+    Args:
+      key, model_fn, sde, x0, weighting, prediction, time_sampling, reduce, coupling: as in
+        `denoising_score_matching`.
+      log_var_fn: `log_var_fn(lam)` `[B]` -> u `[B]` at log-SNRs `lam`, e.g.
+        `lambda lam: UncertaintyWeight().apply({"params": p_u}, lam)`, trained jointly with the denoiser.
+
+    Returns:
+      `(loss, metrics)`: the batch mean of the uncertainty-weighted loss, and `{"loss", "weighted_loss"
+      (the batch mean of l, the loss without u), "log_var" (the batch mean of u)}`.
+    """
+    terms, t = _weighted_terms(
+        key,
+        model_fn,
+        sde,
+        x0,
+        weighting=weighting,
+        prediction=prediction,
+        time_sampling=time_sampling,
+        reduce=reduce,
+        coupling=coupling,
+    )
+    u = log_var_fn(sde.log_snr(t))  # [B]
+    chex.assert_equal_shape([u, terms], custom_message="log_var_fn(lam) must return one value per example")
+    loss = jnp.mean(terms * jnp.exp(-u) + u)
+    return loss, {"loss": loss, "weighted_loss": jnp.mean(terms), "log_var": jnp.mean(u)}
 
 
 def vdm_elbo(
