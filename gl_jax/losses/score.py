@@ -22,8 +22,8 @@ Time samplings:
 - `UniformTimes` ("uniform"): t uniform on [t_min, T].
 - `DiscreteTimes` ("discrete"): t uniform on the process's levels (DDPM's timesteps, NCSN's noise scales).
 - `LogSNRTimes` ("log_snr"): uniform in log-SNR, importance sampling for the likelihood weighting (the
-  density `|d lambda/dt|` is g^2/sigma^2, so the weighted integrand becomes constant in t; Song et al. 2021b,
-  sec. 5; Kingma et al. 2021, appendix I.2), with the importance weight applied so the objective is
+  density `abs(d lambda/dt)` is g^2/sigma^2, so the weighted integrand becomes constant in t; Song et al.
+  2021b, sec. 5; Kingma et al. 2021, appendix I.2), with the importance weight applied so the objective is
   unchanged.
 - `LogNormalTimes` ("edm"): ln(sigma/alpha) ~ N(p_mean, p_std^2), EDM's training distribution (which
   defines its objective).
@@ -119,7 +119,7 @@ class LogSNRTimes:
         lam = jax.random.uniform(key, (), minval=ends[0], maxval=ends[1])
         t = jnp.clip(sde.t_from_log_snr(lam), sde.t_min, sde.T)
         tb = t[None]
-        density = log_snr_rate(sde, tb)[0] / (ends[1] - ends[0])  # p(t) = |d lambda/dt| / range.
+        density = log_snr_rate(sde, tb)[0] / (ends[1] - ends[0])  # p(t) = abs(d lambda/dt) / range.
         return t, 1.0 / (density * (sde.T - sde.t_min))
 
 

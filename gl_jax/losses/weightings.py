@@ -5,12 +5,12 @@ and table 1) write every denoising loss of a process x_t = alpha x_0 + sigma eps
 log-SNR lambda = log(alpha^2 / sigma^2):
 
   L_w(x) = 1/2 int w(lambda) E_eps || eps_hat(z_lambda; lambda) - eps ||^2 d lambda
-         = 1/2 (T - t_min) E_{t ~ U[t_min, T]} [ w(lambda_t) |d lambda/dt| || eps_hat - eps ||^2 ].
+         = 1/2 (T - t_min) E_{t ~ U[t_min, T]} [ w(lambda_t) abs(d lambda/dt) || eps_hat - eps ||^2 ].
 
 The loss is taken on eps after converting the network's prediction (`gl_jax.parametrization`), so a
 weighting is one function of lambda whatever the network predicts (eps, x0, v or score), and the
-process enters only through |d lambda/dt| = g(t)^2 / sigma(t)^2 (`log_snr_rate`). With t ~ U the factor on
-each example's || eps_hat - eps ||^2 is `weighting(sde, t)` = w(lambda) |d lambda/dt| (the constant
+process enters only through abs(d lambda/dt) = g(t)^2 / sigma(t)^2 (`log_snr_rate`). With t ~ U the factor on
+each example's || eps_hat - eps ||^2 is `weighting(sde, t)` = w(lambda) abs(d lambda/dt) (the constant
 T - t_min and the 1/2 are dropped, as they always were here).
 
 Time sampling vs weighting. The density of lambda under the time sampling multiplies in: drawing t so that
@@ -24,14 +24,14 @@ sampling (e.g. the eps loss with uniform t on the cosine schedule is w = sech(la
 & Gao table 1). The others are `LogSNRWeighting`s, a fixed w(lambda) whatever the schedule: the ELBO
 (w = 1), the sigmoid weighting and flow matching. The time samplings in `gl_jax.losses.score` that carry an
 importance weight (`UniformTimes`, `LogSNRTimes`) all stand for uniform t, so there
-p(lambda) = 1 / ((T - t_min) |d lambda/dt|) (`uniform_log_snr_density`); EDM's `LogNormalTimes` does not
+p(lambda) = 1 / ((T - t_min) abs(d lambda/dt)) (`uniform_log_snr_density`); EDM's `LogNormalTimes` does not
 reweight, so its own density p(lambda) = N(lambda; -2 p_mean, (2 p_std)^2) multiplies in.
 
 Weightings (`WEIGHTINGS` names):
 
 - "sigma2" `Sigma2Weighting`: f = 1, the eps loss (Ho et al. 2020, eq. 14).
 - "likelihood" / "elbo" `LikelihoodWeighting`: w = 1. One objective under two names: lambda(t) = g^2 on
-  the score loss (Song et al. 2021b, thm. 1) is g^2 / sigma^2 = |d lambda/dt| on the eps loss, the
+  the score loss (Song et al. 2021b, thm. 1) is g^2 / sigma^2 = abs(d lambda/dt) on the eps loss, the
   continuous-time ELBO's diffusion term (Kingma et al. 2021, eq. 17; Kingma & Gao 2023, sec. 3).
 - "edm" `EDMWeighting`: f = (e^-lambda + s_d^2) / s_d^2 (Karras et al. 2022, eq. 8 and table 1, with
   s^2 = sigma^2 / alpha^2 = e^-lambda).
@@ -47,7 +47,9 @@ Weightings (`WEIGHTINGS` names):
 
 EDM2's learned weighting (Karras et al. 2024, "Analyzing and improving the training dynamics of diffusion
 models", sec. 5, "loss weighting"): a tiny network u(lambda) (`UncertaintyWeight`) trained with
+
   L = E [ w / e^u(lambda) || eps_hat - eps ||^2 + u(lambda) ],
+
 whose minimiser in u is e^u(lambda) = E[w || eps_hat - eps ||^2 | lambda], so every noise level's loss is
 normalised to about 1 (the loss wrapper is `gl_jax.losses.score.uncertainty_weighted_score_matching`).
 """
@@ -56,6 +58,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -83,7 +86,7 @@ __all__ = [
 
 
 def log_snr_rate(sde: GaussianDiffusion, t: jax.Array) -> jax.Array:
-    """|d lambda/dt| = -d log-SNR/dt at times `t` `[B]`: `[B]`.
+    """abs(d lambda/dt) = -d log-SNR/dt at times `t` `[B]`: `[B]`.
 
     For lambda = 2 log alpha - 2 log sigma and g^2 = d sigma^2/dt - 2 f sigma^2 with f = d log alpha/dt,
     g^2 / sigma^2 = 2 sigma'/sigma - 2 f = -d lambda/dt (Kingma et al. 2021, eq. 17; Song et al. 2021b),
@@ -93,7 +96,7 @@ def log_snr_rate(sde: GaussianDiffusion, t: jax.Array) -> jax.Array:
 
 
 def uniform_log_snr_density(sde: GaussianDiffusion, t: jax.Array) -> jax.Array:
-    """p(lambda) at lambda(t) for t ~ U[t_min, T]: 1 / ((T - t_min) |d lambda/dt|), `[B]`."""
+    """p(lambda) at lambda(t) for t ~ U[t_min, T]: 1 / ((T - t_min) abs(d lambda/dt)), `[B]`."""
     return 1.0 / ((sde.T - sde.t_min) * log_snr_rate(sde, t))
 
 
@@ -116,7 +119,7 @@ class Weighting(abc.ABC):
 
 
 class LogSNRWeighting(Weighting):
-    """A fixed w(lambda); its per-example factor for uniform t is w(lambda) |d lambda/dt|."""
+    """A fixed w(lambda); its per-example factor for uniform t is w(lambda) abs(d lambda/dt)."""
 
     @abc.abstractmethod
     def weight(self, lam: jax.Array) -> jax.Array:
@@ -156,7 +159,7 @@ class Sigma2Weighting(PerExampleWeighting):
 @dataclasses.dataclass(frozen=True)
 class LikelihoodWeighting(LogSNRWeighting):
     """w = 1: the continuous-time ELBO (Kingma et al. 2021, eq. 17), g^2 on the score loss (Song et al.
-    2021b, thm. 1); the factor is g^2 / sigma^2 = |d lambda/dt|. Registered as "likelihood" and "elbo"."""
+    2021b, thm. 1); the factor is g^2 / sigma^2 = abs(d lambda/dt). Registered as "likelihood" and "elbo"."""
 
     def weight(self, lam):
         return jnp.ones_like(lam)
@@ -224,7 +227,7 @@ class FlowMatchingWeighting(LogSNRWeighting):
     with t ~ U on the linear interpolant (`gl_jax.sde.RectifiedFlow`; Lipman et al. 2023, sec. 4.1; Kingma &
     Gao 2023, table 1).
 
-    On RectifiedFlow, |d lambda/dt| = 2 / (t (1 - t)) and e^(-lambda / 2) = t / (1 - t), so the factor is
+    On RectifiedFlow, abs(d lambda/dt) = 2 / (t (1 - t)) and e^(-lambda / 2) = t / (1 - t), so the factor is
     1 / (1 - t)^2 = 1 / alpha^2, and u_hat - u = (eps_hat - eps) / alpha.
     """
 
@@ -263,7 +266,7 @@ class UncertaintyWeight(nn.Module):
     """
 
     features: int = 128
-    hidden: tuple[int, ...] = ()
+    hidden: Sequence[int] = ()
     seed: int = 0
 
     @nn.compact

@@ -13,6 +13,7 @@ from gl_jax.samplers.dpm_solver import dpm_solver, dpm_solver_pp
 from gl_jax.samplers.edit import EditResult, counterfactual
 from gl_jax.samplers.edm import edm_sampler
 from gl_jax.samplers.euler_maruyama import euler_maruyama
+from gl_jax.samplers.guidance import GuidedScore, autoguided_score, evaluation_times, interval_guided_score
 from gl_jax.samplers.invert import InversionResult, invert, sample_from_latent
 from gl_jax.samplers.ode import ode_sampler
 from gl_jax.samplers.pc import pc_sampler
@@ -39,12 +40,14 @@ SAMPLERS = Registry(
 
 __all__ = [
     "EditResult",
+    "GuidedScore",
     "InversionResult",
     "SAMPLERS",
     "SampleResult",
     "THRESHOLDS",
     "TIME_GRIDS",
     "TreeRing",
+    "autoguided_score",
     "classifier_guided_score",
     "colorize",
     "counterfactual",
@@ -54,8 +57,10 @@ __all__ = [
     "dpm_solver_pp",
     "edm_sampler",
     "euler_maruyama",
+    "evaluation_times",
     "guided_score",
     "inpaint",
+    "interval_guided_score",
     "invert",
     "ode_sampler",
     "pc_sampler",
