@@ -181,6 +181,7 @@ def test_eval_on_four_devices_gives_the_same_numbers(tmp_path, reference_eval, t
         assert got[name] == want[name], (name, got[name], want[name])
 
 
+@pytest.mark.slow  # ~50 s on 2 cores.
 def test_eval_resumes_after_sigkill_with_the_same_numbers(tmp_path, reference_eval, trained, cache, data_dir):
     ref_dir, stats, _ = reference_eval
     workdir = _copy_run(trained, tmp_path / "run")

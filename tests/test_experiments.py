@@ -20,8 +20,10 @@ needs_fashion = pytest.mark.skipif(
     # fashion_mnist_vp's smoke run repeats digits_vp's on larger images: slow, run with -m slow.
     "name",
     [
-        "toy_vp",
-        "digits_vp",
+        # toy_vp's smoke variant is trained through the command by tests/reliability and tests/test_main.py.
+        pytest.param("toy_vp", marks=pytest.mark.slow),
+        # digits_vp is the README's main job, run in full by `make demo`; its smoke variant is slow here.
+        pytest.param("digits_vp", marks=pytest.mark.slow),
         "digits_dit",
         pytest.param("fashion_mnist_vp", marks=[needs_fashion, pytest.mark.slow]),
     ],

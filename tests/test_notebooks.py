@@ -33,7 +33,16 @@ def test_notebook_is_committed_without_outputs(path):
     assert scale_up, f"{path.name} must tell the reader how to scale it up"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+# Kept out of the default run for time (`make test` on 2 cores): 04 trains five families, each of which
+# has its own tests (tests/families); run it with `-m slow`.
+SLOW_NOTEBOOKS = {"04_families"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_NOTEBOOKS else p for p in NOTEBOOKS],
+    ids=lambda p: p.stem,
+)
 def test_notebook_runs(path, data_dir, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", data_dir)  # The kernel inherits it: datasets are prepared once.
     monkeypatch.setenv("MPLBACKEND", "Agg")

@@ -4,6 +4,8 @@ import re
 import signal
 import socket
 
+import pytest
+
 from tests.reliability.conftest import (
     LONG,
     TOY,
@@ -26,6 +28,7 @@ EVAL = [
 ]
 
 
+@pytest.mark.slow  # ~100 s on 2 cores; the lock and reader tests of this file stay in the default run.
 def test_three_samplers_and_an_evaluation_beside_training_leave_it_bitwise_undisturbed(tmp_path, data_dir):
     reference = tmp_path / "undisturbed"
     proc = gl_jax("--config", TOY, *LONG, "--workdir", reference, data_dir=data_dir)

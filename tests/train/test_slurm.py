@@ -91,6 +91,7 @@ def _kill(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
+@pytest.mark.slow  # Two processes; tests/train/test_distributed.py runs two processes in the default run.
 def test_two_slurm_tasks_join_through_jax_detection_and_train(tmp_path, data_dir):
     workdir = tmp_path / "run"
     job_id = _free_job_id()
