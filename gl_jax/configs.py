@@ -34,9 +34,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.sde = ml_collections.ConfigDict({"name": "vp", "beta_min": 0.1, "beta_max": 20.0})
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.weighting = "sigma2"  # "sigma2", "likelihood" or "edm".
+    # "sigma2", "likelihood" (= "elbo"), "edm", "min_snr", "sigmoid" or "flow_matching" (losses.weightings).
+    c.loss.weighting = "sigma2"
     c.loss.time_sampling = "uniform"  # "uniform", "discrete", "log_snr" or "edm".
     c.loss.reduce = "mean"
+    c.loss.coupling = "independent"  # Or "ot": minibatch optimal-transport pairs of noise and data.
     c.loss.prediction = "eps"  # What the network predicts: "eps", "x0", "v" or "score".
     c.loss.noise_cond = "t"  # The network's conditioning input: "t", "999t", "log_sigma" or "sigma".
 

@@ -23,6 +23,7 @@ from gl_jax.families.diffusion import NOISE_CONDITIONS, ScoreDiffusion
 from gl_jax.families.gan import GAN, GANOptions
 from gl_jax.families.latent import LatentDiffusion, LatentOptions
 from gl_jax.families.vae import VAE, VAEOptions, params_per_channel
+from gl_jax.losses.coupling import COUPLINGS
 from gl_jax.losses.score import TIME_SAMPLINGS, WEIGHTINGS
 from gl_jax.models.registry import AR_MODELS, GAN_MODELS, MODELS, VAE_MODELS
 from gl_jax.parametrization import PREDICTIONS
@@ -161,6 +162,10 @@ def build_score(
             config.loss.time_sampling, where="config.loss", name_at="config.loss.time_sampling"
         ),
         reduce=config.loss.reduce,
+        # Configs saved before the option existed have no key: independent pairs, as they trained.
+        coupling=COUPLINGS.build(
+            config.loss.get("coupling", "independent"), where="config.loss", name_at="config.loss.coupling"
+        ),
         sampler=sampler,
         threshold=sample.threshold,
         pixel_levels=spec.levels if spec.kind == "image" else None,

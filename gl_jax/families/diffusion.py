@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from gl_jax import likelihood
 from gl_jax.families.base import Family, Sampler
+from gl_jax.losses.coupling import Coupling, IndependentCoupling
 from gl_jax.losses.score import (
     Sigma2Weighting,
     TimeSampling,
@@ -83,6 +84,9 @@ class ScoreDiffusion(Family):
         conditional score; 0: unconditional; > 1: guided, Ho & Salimans 2022).
       weighting, time_sampling, reduce: options of `denoising_score_matching` (the weighting and time
         sampling as objects of `gl_jax.losses.score`, e.g. `EDMWeighting()`, `LogNormalTimes()`).
+      coupling: how the loss pairs noise with data, `IndependentCoupling()` or `OTCoupling()` (minibatch
+        OT over each loss call's batch: the global batch under `jit`, a device's under `pmap`, a
+        micro-batch with gradient accumulation).
       sampler: the sampler with its steps and options bound, `sampler(key, score_fn, sde, shape)`, e.g.
         `functools.partial(gl_jax.samplers.ddim, steps=50)`.
       threshold: thresholding of the denoised estimate while sampling, "none", "static" or "dynamic"
@@ -103,6 +107,7 @@ class ScoreDiffusion(Family):
     weighting: Weighting = Sigma2Weighting()
     time_sampling: TimeSampling = UniformTimes()
     reduce: str = "mean"
+    coupling: Coupling = IndependentCoupling()
     sampler: Sampler = dataclasses.field(default_factory=lambda: DEFAULT_SAMPLER)
     threshold: str = "none"
     pixel_levels: int | None = None
@@ -183,6 +188,7 @@ class ScoreDiffusion(Family):
             prediction=self.prediction,
             time_sampling=self.time_sampling,
             reduce=self.reduce,
+            coupling=self.coupling,
         )
 
     @property

@@ -84,3 +84,40 @@ def test_config_names_and_bad_method():
     assert isinstance(COUPLINGS["ot"](), OTCoupling)
     with pytest.raises(ValueError, match="Unknown OT method"):
         OTCoupling(method="sinkhorn")
+
+
+def test_the_score_family_takes_the_coupling_from_its_config():
+    from gl_jax.families import build_family
+    from gl_jax.spec import DataSpec
+    from tests.conftest import load_config
+
+    config = load_config("toy_vp", "smoke")
+    spec = DataSpec("toy", "vector", (2,), None, None, {})
+    assert build_family(config, spec).coupling == COUPLINGS["independent"]()
+    config.loss.coupling = "ot"
+    family = build_family(config, spec)
+    assert family.coupling == OTCoupling()
+    params = family.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (16, 2))
+    keys = jax.random.split(jax.random.key(2), 16)
+    loss, _ = jax.jit(family.loss)(params, {"x": x}, keys)
+
+    def direct(params, x, keys):
+        dropout_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+        model_fn = lambda x_t, t: family.predict(params, x_t, t, None, keys=dropout_keys)
+        return denoising_score_matching(
+            keys,
+            model_fn,
+            family.sde,
+            x,
+            weighting=family.weighting,
+            prediction=family.prediction,
+            time_sampling=family.time_sampling,
+            coupling=OTCoupling(),
+        )[0]
+
+    direct = jax.jit(direct)(params, x, keys)
+    np.testing.assert_allclose(loss, direct, rtol=1e-6)
+    config.loss.coupling = "sinkhorn"
+    with pytest.raises(ValueError, match="config.loss.coupling"):
+        build_family(config, spec)
