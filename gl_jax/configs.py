@@ -70,6 +70,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.compute_dtype = "float32"  # "bfloat16": bf16 forward/backward, fp32 weights, loss, gradients.
     c.train.remat = "none"  # jax.checkpoint of the loss: "none", "full" (recompute all) or "dots".
 
+    # Post-hoc EMA (EDM2 sec. 3, gl_jax/train/posthoc_ema.py): power-function EMAs of these relative widths
+    # tracked in the optimizer state, saved every `every` steps to <workdir>/phema (0: not tracked); any
+    # other width is reconstructed afterwards (`--mode eval` with config.eval.posthoc_sigma_rels).
+    c.posthoc_ema = ml_collections.ConfigDict()
+    c.posthoc_ema.every = 0
+    c.posthoc_ema.sigma_rels = (0.05, 0.10)
+
     c.sample = ml_collections.ConfigDict()
     c.sample.sampler = "euler_maruyama"
     c.sample.steps = 500
@@ -104,6 +111,9 @@ def base_config() -> ml_collections.ConfigDict:
     # an experiment replaces the whole dict. Empty: one setting "sample", config.sample's sampler.
     c.eval.settings = ml_collections.ConfigDict()
     c.eval.grid_size = 64  # Samples shown in each setting's grid.
+    # Post-hoc EMA widths to evaluate (the first setting, each width's parameters reconstructed from the
+    # run's snapshots, config.posthoc_ema): FID per sigma_rel in the report and eval/posthoc_ema.png.
+    c.eval.posthoc_sigma_rels = ()
     c.eval.kid_subsets = 100  # KID's random subsets and their size (Binkowski et al. 2018: 100 of 1000).
     c.eval.kid_subset_size = 1000
     c.eval.pr_neighbours = 3  # k of improved precision/recall (Kynkaanniemi et al. 2019).

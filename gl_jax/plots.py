@@ -223,3 +223,36 @@ def save_loss_curve(
     ax.grid(alpha=0.3)
     _save_figure(fig, path)
     plt.close(fig)
+
+
+def save_metric_curve(
+    path: str | os.PathLike,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+) -> np.ndarray:
+    """One metric against one setting (e.g. FID against the post-hoc EMA width), its best point marked.
+
+    Returns:
+      The picture as RGB uint8 `[rows, cols, 3]` (for TensorBoard).
+    """
+    plt = _pyplot()
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(x, y, "o-", ms=4)
+    if np.isfinite(y).any():
+        best = int(np.nanargmin(y))
+        ax.plot(x[best], y[best], "r*", ms=12, label=f"lowest: {y[best]:.4g} at {x[best]:g}")
+        ax.legend()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    picture = _figure_array(fig)
+    _save_figure(fig, path)
+    plt.close(fig)
+    return picture

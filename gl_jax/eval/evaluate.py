@@ -66,6 +66,12 @@ from gl_jax.interrupts import handle_signals
 from gl_jax.spec import DataSpec
 from gl_jax.train import parallel, provenance
 from gl_jax.train.experiment import Experiment, reading_workdir
+from gl_jax.train.posthoc_ema import (
+    POSTHOC_DIR,
+    posthoc_sigma_rels,
+    read_manifest,
+    reconstruct_from_directory,
+)
 from gl_jax.train.run_record import check_config_matches, read_record
 from gl_jax.train.validation import check_config
 from gl_jax.train.workdir import WorkdirLock
@@ -445,6 +451,8 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
     settings = [resolve(s, config, run.family, run.spec) for s in settings]
     state = run.restore(workdir, purpose="evaluate")
     params, step = run.sampling_params(state), int(state.step)
+    if config.eval.get("posthoc_sigma_rels"):
+        _snapshot_steps(config, workdir, step)  # Its error before anything slow.
     out_dir = os.path.join(workdir, "eval")
     extractor = feature_extractor(config, run.spec)
     reference = compute_stats(config, extractor=extractor, run=run)
@@ -512,16 +520,21 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
                 + (f" | {entry['nfe_max']} NFE" if entry["nfe_max"] is not None else "")
                 + (" | EMA parameters" if config.sample.use_ema else " | raw parameters")
             )
-            reference = run.reference_data(len(shown) if shown.ndim == 4 else 2000)
+            data = run.reference_data(len(shown) if shown.ndim == 4 else 2000)
             record = {**report["provenance"], "kind": "eval picture", "sampler": entry}
             path = os.path.join(out_dir, f"{setting.name}.png")
             pictures[f"eval/{setting.name}/samples"] = plots.save_samples(
-                path, shown, reference=reference, caption=caption, metadata=provenance.png_metadata(record)
+                path, shown, reference=data, caption=caption, metadata=provenance.png_metadata(record)
             )
             files.write_json(provenance.sidecar_path(path), record)
         report["settings"][setting.name] = entry
         files.write_json(report_path, report)
         log.info("%s: %s", setting.name, {k: v for k, v in entry.items() if k != "options"})
+    if config.eval.get("posthoc_sigma_rels"):
+        report["posthoc_ema"] = _posthoc_sweep(
+            run, state, settings[0], step, workdir, extractor, reference, pictures
+        )
+        files.write_json(report_path, report)
     report["usefulness"] = _usefulness(
         run, params, step, os.path.join(out_dir, "progress", "usefulness"), splits
     )
@@ -541,6 +554,88 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
     files.write_json(report_path, report)
     _write_metrics(workdir, report, pictures)
     return report
+
+
+# --- Post-hoc EMA. ---
+
+
+def _snapshot_steps(config: ml_collections.ConfigDict, workdir: str, step: int) -> list[int]:
+    """The steps of the run's post-hoc EMA snapshots up to `step`; raises (before anything is sampled)
+    when `config.eval.posthoc_sigma_rels` asks for a sweep and there are none."""
+    directory = os.path.join(workdir, POSTHOC_DIR)
+    steps = [e["step"] for e in read_manifest(directory) if e["step"] <= step]
+    if not steps:
+        raise ValueError(
+            f"config.eval.posthoc_sigma_rels={list(config.eval.posthoc_sigma_rels)} needs post-hoc EMA "
+            f"snapshots up to step {step} in {directory}, and there are none; train with "
+            "--config.posthoc_ema.every=N (a multiple of config.train.steps_per_call), or leave "
+            "config.eval.posthoc_sigma_rels empty."
+        )
+    return steps
+
+
+def _posthoc_sweep(
+    run: Experiment,
+    state: Any,
+    setting: EvalSetting,
+    step: int,
+    workdir: str,
+    extractor: Extractor,
+    reference: ReferenceStats,
+    pictures: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """The first setting's sample quality with each width of `config.eval.posthoc_sigma_rels`, its
+    parameters reconstructed from the run's post-hoc EMA snapshots (`gl_jax.train.posthoc_ema`, EDM2
+    sec. 3.2) at the last snapshot up to the checkpoint's step. Writes `eval/posthoc_ema.png` (FID against
+    sigma_rel) and `eval/posthoc_ema.md` (the table); resumable per width like the settings."""
+    config = run.config
+    widths = tuple(float(w) for w in config.eval.posthoc_sigma_rels)
+    directory = os.path.join(workdir, POSTHOC_DIR)
+    steps = _snapshot_steps(config, workdir, step)
+    at = max(steps)
+    if at != step:
+        log.warning(
+            "The last post-hoc EMA snapshot up to step %d is at step %d; reconstructing there.", step, at
+        )
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
+    trees = reconstruct_from_directory(directory, widths, target=target, step=at)
+    out_dir = os.path.join(workdir, "eval")
+    rows = []
+    for width, params in zip(widths, trees, strict=True):
+        log.info("Evaluating setting %r with the post-hoc EMA of sigma_rel %g.", setting.name, width)
+        fingerprint = {
+            **_setting_fingerprint(config, setting, step),
+            "posthoc_sigma_rel": width,
+            "snapshot_steps": steps,
+        }
+        progress = Progress(os.path.join(out_dir, "progress", "posthoc_ema", f"{width:g}"), fingerprint)
+        batches = _draw_and_extract(run, params, setting, progress, extractor)
+        quality = _quality(config, batches, reference)
+        rows.append(
+            {"sigma_rel": width, **{k: quality.get(k) for k in ("fid", "kid_mean", "precision", "recall")}}
+        )
+    lines = [
+        f"Post-hoc EMA at step {at} (snapshots of sigma_rel {list(posthoc_sigma_rels(config) or [])} every "
+        f"{config.posthoc_ema.every} steps), setting {setting.name!r}, {config.eval.num_samples} samples:",
+        "",
+        "| sigma_rel | FID | KID | precision | recall |",
+        "|---|---|---|---|---|",
+    ]
+    number = lambda v: "-" if v is None else f"{v:.4g}"
+    for r in rows:
+        cells = [f"{r['sigma_rel']:g}", *(number(r[k]) for k in ("fid", "kid_mean", "precision", "recall"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    files.write_bytes(os.path.join(out_dir, "posthoc_ema.md"), ("\n".join(lines) + "\n").encode())
+    pictures["eval/posthoc_ema"] = plots.save_metric_curve(
+        os.path.join(out_dir, "posthoc_ema.png"),
+        [r["sigma_rel"] for r in rows],
+        [r["fid"] for r in rows],
+        xlabel="post-hoc EMA sigma_rel",
+        ylabel="FID",
+        title=f"{config.data.name}, step {at}, {setting.name}",
+    )
+    log.info("Post-hoc EMA sweep:\n%s", "\n".join(lines))
+    return {"setting": setting.name, "reconstructed_at_step": at, "snapshot_steps": steps, "widths": rows}
 
 
 # The numbers of a setting's entry that become curves (`eval/<setting>/<name>`).
@@ -583,6 +678,9 @@ def _write_metrics(workdir: str, report: dict, pictures: dict[str, np.ndarray]) 
         scalars["eval/bits_per_dim"] = report["bits_per_dim"]["bits_per_dim"]
     if report.get("usefulness"):
         scalars.update(_usefulness_scalars(report["usefulness"]))
+    for row in (report.get("posthoc_ema") or {}).get("widths", []):
+        if row["fid"] is not None:
+            scalars[f"eval/posthoc_ema/fid_sigma_rel_{row['sigma_rel']:g}"] = row["fid"]
     writer = MetricsWriter(
         workdir,
         replace_step=step,

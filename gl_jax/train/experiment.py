@@ -29,6 +29,7 @@ from gl_jax.spec import DataSpec
 from gl_jax.train import parallel, provenance
 from gl_jax.train.checkpoint import Checkpointer, CheckpointError
 from gl_jax.train.optim import make_optimizer, make_schedule
+from gl_jax.train.posthoc_ema import posthoc_sigma_rels, power_ema_transform
 from gl_jax.train.saved_params import load_params
 from gl_jax.train.state import TrainState
 from gl_jax.train.step import ema_init_weight
@@ -163,10 +164,15 @@ class Experiment:
 
     @functools.cached_property
     def tx(self) -> optax.GradientTransformation:
-        """The family's optimizer, built from `config.optim` (per parameter group where the family says)."""
+        """The family's optimizer, built from `config.optim` (per parameter group where the family says),
+        followed by the post-hoc EMA's tracking when `config.posthoc_ema.every` is set."""
         optim = {k: v for k, v in self.config.optim.items() if k != "grad_accum_steps"}  # A step option.
         base = functools.partial(make_optimizer, **{**optim, "total_steps": self.config.train.num_steps})
-        return self.family.optimizer(base)
+        tx = self.family.optimizer(base)
+        if (sigma_rels := posthoc_sigma_rels(self.config)) is not None:
+            # Last in the chain: it folds in the parameters after the whole update (frozen groups too).
+            tx = optax.chain(tx, power_ema_transform(sigma_rels=sigma_rels))
+        return tx
 
     @functools.cached_property
     def schedule(self) -> optax.Schedule:

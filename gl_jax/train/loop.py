@@ -32,6 +32,13 @@ from gl_jax.interrupts import Interrupted, handle_signals
 from gl_jax.train import distributed, parallel
 from gl_jax.train.checkpoint import Checkpointer, CheckpointError
 from gl_jax.train.experiment import Experiment, any_process, check_devices
+from gl_jax.train.posthoc_ema import (
+    POSTHOC_DIR,
+    Snapshot,
+    find_power_ema_state,
+    posthoc_sigma_rels,
+    save_snapshots,
+)
 from gl_jax.train.precision import COMPUTE_DTYPES
 from gl_jax.train.privacy import PrivacyAccountant, check_budget, dp_options
 from gl_jax.train.run_record import check_config_matches, read_record, write_record
@@ -54,7 +61,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     """Trains `config` in `workdir`, resuming from its latest checkpoint.
 
     Writes `run.json` (the resolved config, the data spec, the command; `gl_jax.train.run_record`),
-    `checkpoints/`, `metrics.jsonl` and `tensorboard/` (tags `train/...`: the step's metrics, learning
+    `checkpoints/`, `phema/` (post-hoc EMA snapshots, when `config.posthoc_ema.every` is set),
+    `metrics.jsonl` and `tensorboard/` (tags `train/...`: the step's metrics, learning
     rate, steps/s, compile seconds, and for private training `train/epsilon`; `eval/...`: eval loss and
     sample pictures; the config as text and hyper-parameters), `samples/step_*.png` (captioned, drawn
     from the same noise at every step, beside data) and `loss_curve.png`.
@@ -175,6 +183,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
     # The resolved config beside the curves: as text (a code block) and in the HParams tab.
     writer.write_texts(step, {"config": "```\n" + str(config) + "\n```"})
     writer.write_hparams(hparams_of(config), metrics=("train/loss", "eval/loss"))
+    posthoc = posthoc_sigma_rels(config)
+    posthoc_every = config.posthoc_ema.every if posthoc is not None else 0
     progress = None  # Started after the compilation, so that its rate and ETA count steps only.
     pending: list[dict] = []
     skipped = 0
@@ -259,6 +269,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
                     stop = any_process(stop)
                 elif jax.process_count() > 1:
                     stop = False
+                if posthoc_every and step % posthoc_every == 0:
+                    _save_posthoc_snapshots(state, step, workdir, sigma_rels=posthoc)
                 if t.eval_every and step % t.eval_every == 0 and step < t.num_steps:
                     flush()
                     _evaluate(run, state, step, workdir, writer)
@@ -287,6 +299,23 @@ def _train(config: ml_collections.ConfigDict, workdir: str, signals) -> TrainSta
     if is_main:
         _save_loss_curve(workdir)
     return state
+
+
+def _save_posthoc_snapshots(
+    state: TrainState, step: int, workdir: str, *, sigma_rels: tuple[float, ...]
+) -> None:
+    """Writes the post-hoc EMAs after `step` updates to `<workdir>/phema` (`gl_jax.train.posthoc_ema`).
+
+    Every process takes part (the averages may be sharded across them); process 0 writes. A resumed run
+    writes the steps after its checkpoint again, replacing what the interrupted run had written there.
+    """
+    tracked = find_power_ema_state(state.opt_state)
+    trees = [jax.tree.map(parallel.host_array, tree) for tree in tracked.emas]
+    if jax.process_index() == 0:
+        snapshots = [
+            Snapshot(step=step, sigma_rel=s, params=tree) for s, tree in zip(sigma_rels, trees, strict=True)
+        ]
+        save_snapshots(os.path.join(workdir, POSTHOC_DIR), snapshots)
 
 
 def _poisson_dataset(run: Experiment, expected_batch_size: int):

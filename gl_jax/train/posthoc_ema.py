@@ -43,6 +43,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from numpy.typing import ArrayLike
 
 from gl_jax import files
@@ -50,18 +51,24 @@ from gl_jax import files
 __all__ = [
     "sigma_rel_to_gamma",
     "gamma_to_sigma_rel",
+    "MAX_SIGMA_REL",
     "power_profile",
     "p_dot_p",
     "power_ema_weight",
     "PowerEMAState",
     "PowerEMA",
     "power_ema",
+    "PowerEMATxState",
+    "power_ema_transform",
+    "find_power_ema_state",
+    "posthoc_sigma_rels",
     "Snapshot",
     "is_snapshot_step",
     "snapshots_of",
     "solve_posthoc_coefficients",
     "reconstruct",
     "MANIFEST",
+    "POSTHOC_DIR",
     "save_snapshots",
     "read_manifest",
     "load_snapshots",
@@ -96,7 +103,7 @@ def sigma_rel_to_gamma(sigma_rel: ArrayLike) -> np.ndarray:
     constants of a run, fixed before anything is compiled.
 
     Args:
-      sigma_rel: relative width(s), in (0, ~0.2996] (the largest width any gamma > -1 reaches).
+      sigma_rel: relative width(s), in (0, MAX_SIGMA_REL] (the largest width any gamma > -1 reaches).
 
     Returns:
       gamma, float64, shaped like `sigma_rel`.
@@ -111,11 +118,17 @@ def sigma_rel_to_gamma(sigma_rel: ArrayLike) -> np.ndarray:
         gamma = real.max() if real.size else -np.inf
         if not gamma > -1:
             raise ValueError(
-                f"No power-function EMA has sigma_rel = {inv2**-0.5:g}: the widest (gamma ~ -0.3) has "
-                "~0.2996."
+                f"No power-function EMA has sigma_rel = {inv2**-0.5:g}: the widest (gamma = "
+                f"{_WIDEST_GAMMA:.4f}) has {MAX_SIGMA_REL:.4f}."
             )
         gammas.append(gamma)
     return np.asarray(gammas, np.float64).reshape(sigma_rel.shape)
+
+
+# The width is largest where d/dgamma log sigma_rel^2 = 1/(g+1) - 2/(g+2) - 1/(g+3) = 0, i.e.
+# g^2 + 3g + 1 = 0: gamma = (sqrt(5) - 3) / 2 ~ -0.382, sigma_rel ~ 0.3003.
+_WIDEST_GAMMA = (np.sqrt(5.0) - 3.0) / 2.0
+MAX_SIGMA_REL = float(gamma_to_sigma_rel(_WIDEST_GAMMA))
 
 
 def power_profile(tau: ArrayLike, step: ArrayLike, gamma: ArrayLike) -> np.ndarray:
@@ -215,7 +228,7 @@ def power_ema(*, sigma_rels: Sequence[float] = (0.05, 0.10)) -> PowerEMA:
     somewhat beyond) is reconstructed from the saved ones (`reconstruct`).
 
     Args:
-      sigma_rels: the relative widths to track (each in (0, ~0.2996]).
+      sigma_rels: the relative widths to track (each in (0, MAX_SIGMA_REL]).
 
     Returns:
       A `PowerEMA` of pure `init` and `update` functions.
@@ -241,6 +254,73 @@ def power_ema(*, sigma_rels: Sequence[float] = (0.05, 0.10)) -> PowerEMA:
         return PowerEMAState(emas=tuple(emas))
 
     return PowerEMA(init=init, update=update, sigma_rels=sigma_rels, gammas=gammas)
+
+
+class PowerEMATxState(NamedTuple):
+    """The state of `power_ema_transform`: the tracked averages inside the optimizer state.
+
+    Attributes:
+      count: the number of updates folded in (int32 scalar).
+      emas: one parameter tree per tracked sigma_rel, in the order of the transform's `sigma_rels`.
+    """
+
+    count: jax.Array
+    emas: tuple[Any, ...]
+
+
+def power_ema_transform(*, sigma_rels: Sequence[float] = (0.05, 0.10)) -> optax.GradientTransformation:
+    """`power_ema` as the last link of an optax chain: it passes the updates through unchanged and folds
+    the new parameters (params + updates) into the averages.
+
+    Kept in the optimizer state, the averages are checkpointed, sharded like the parameters (one layout
+    per shape) and left unchanged by a step the train step refuses as non-finite, with no code of their
+    own in the step or the loop; `find_power_ema_state` reads them back for the snapshots. Its
+    `update` needs `params`, and must come after every transformation that changes the updates.
+
+    Args:
+      sigma_rels: the relative widths to track (EDM2 tracks 0.05 and 0.10).
+
+    Returns:
+      An optax `GradientTransformation` whose state is a `PowerEMATxState`.
+    """
+    ema = power_ema(sigma_rels=sigma_rels)
+
+    def init(params: Any) -> PowerEMATxState:
+        return PowerEMATxState(count=jnp.zeros((), jnp.int32), emas=ema.init(params).emas)
+
+    def update(updates: Any, state: PowerEMATxState, params: Any = None) -> tuple[Any, PowerEMATxState]:
+        if params is None:
+            raise ValueError(
+                "power_ema_transform needs the parameters: call tx.update(grads, state, params)."
+            )
+        count = state.count + 1
+        new_params = optax.apply_updates(params, updates)
+        emas = ema.update(new_params, PowerEMAState(emas=state.emas), count).emas
+        return updates, PowerEMATxState(count=count, emas=emas)
+
+    return optax.GradientTransformation(init, update)
+
+
+def posthoc_sigma_rels(config: Any) -> tuple[float, ...] | None:
+    """The widths a run's config tracks (`config.posthoc_ema.sigma_rels`), or None when it tracks none
+    (`config.posthoc_ema.every` is 0, or the config predates the section). The optimizer state, and so
+    the checkpoint's layout, depends on this value."""
+    section = config.get("posthoc_ema") if hasattr(config, "get") else None
+    if section is None or not int(section.get("every", 0)):
+        return None
+    return tuple(float(s) for s in section.sigma_rels)
+
+
+def find_power_ema_state(opt_state: Any) -> PowerEMATxState | None:
+    """The `PowerEMATxState` inside an optimizer state (a chain's, a multi_transform's), or None."""
+    found = [
+        s
+        for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, PowerEMATxState))
+        if isinstance(s, PowerEMATxState)
+    ]
+    if len(found) > 1:
+        raise ValueError(f"The optimizer state holds {len(found)} post-hoc EMA states; expected one.")
+    return found[0] if found else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -373,6 +453,7 @@ def reconstruct(snapshots: Sequence[Snapshot], sigma_rel: float, *, step: int | 
 # the manifest, so the manifest never names a file that is not complete.
 
 MANIFEST = "manifest.json"
+POSTHOC_DIR = "phema"  # The snapshot folder inside a run's workdir.
 _FORMAT = 1
 
 

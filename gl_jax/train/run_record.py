@@ -25,6 +25,7 @@ import ml_collections
 
 from gl_jax import files
 from gl_jax.spec import DataSpec
+from gl_jax.train.posthoc_ema import posthoc_sigma_rels
 
 __all__ = [
     "RUN_FILE",
@@ -200,6 +201,15 @@ def check_config_matches(
                 f"run's own config (leave out --config and any override of config.{key}; it is saved in "
                 f"{os.path.join(workdir, RUN_FILE)}), or a new --workdir."
             )
+    mine, theirs = posthoc_sigma_rels(config), posthoc_sigma_rels(saved)
+    if mine != theirs:  # The averages live in the optimizer state: another set is another checkpoint layout.
+        described = lambda w: "no post-hoc EMA" if w is None else f"post-hoc EMAs of sigma_rel {list(w)}"
+        raise ValueError(
+            f"This config tracks {described(mine)}, the run in {workdir} was trained with "
+            f"{described(theirs)} "
+            "(config.posthoc_ema.every and .sigma_rels): its checkpoint holds other averages. Use the run's "
+            f"own config (saved in {os.path.join(workdir, RUN_FILE)}), or a new --workdir."
+        )
     changed = sorted(_differences(files.canonical(config), files.canonical(saved)))
     if changed:
         log.info("Options that differ from the run's training config (applied): %s.", ", ".join(changed))

@@ -17,6 +17,7 @@ import ml_collections
 from gl_jax.likelihood import TRACES
 from gl_jax.samplers import THRESHOLDS
 from gl_jax.train.optim import OPTIMIZERS, SCHEDULES
+from gl_jax.train.posthoc_ema import MAX_SIGMA_REL
 from gl_jax.train.precision import COMPUTE_DTYPES
 from gl_jax.train.privacy import PRIVATE_FAMILIES, dp_options
 from gl_jax.train.step import REMAT_POLICIES
@@ -59,6 +60,18 @@ def _number(low: float | None = None, high: float | None = None, *, open_low=Fal
 
 def _bool() -> Rule:
     return (lambda v: isinstance(v, bool)), "True or False"
+
+
+def _sigma_rels(*, allow_empty: bool) -> Rule:
+    def ok(v):
+        if not isinstance(v, tuple | list) or (not v and not allow_empty):
+            return False
+        return all(
+            isinstance(x, int | float) and not isinstance(x, bool) and 0.0 < x <= MAX_SIGMA_REL for x in v
+        )
+
+    what = "a tuple" if allow_empty else "a non-empty tuple"
+    return ok, f"{what} of relative EMA widths in (0, {MAX_SIGMA_REL}], e.g. (0.05, 0.10)"
 
 
 def _choice(options) -> Rule:
@@ -115,6 +128,8 @@ _BY_MODE = {
         "privacy.multiplicity": _int(1),
         "privacy.delta": _number(0.0, 1.0, open_low=True, open_high=True),
         "privacy.target_epsilon": _number(0.0, open_low=True),
+        "posthoc_ema.every": _int(0),
+        "posthoc_ema.sigma_rels": _sigma_rels(allow_empty=False),
     },
     "sample": {},
     "stats": {
@@ -136,11 +151,14 @@ _BY_MODE = {
         "eval.bpd_trace": _choice(TRACES),
         "eval.bpd_rtol": _number(0.0, open_low=True),
         "eval.bpd_atol": _number(0.0, open_low=True),
+        "eval.posthoc_sigma_rels": _sigma_rels(allow_empty=True),
     },
 }
 # Free-form sampler options (EDM's s_tmax may be inf): not checked for finiteness here, but by the
 # sampler's signature where they are used.
 _FREE_FORM = ("sample.options", "eval.settings")
+# Options a run.json written before they existed lacks (the defaults then apply).
+_OPTIONAL = ("privacy.", "posthoc_ema.", "eval.posthoc_sigma_rels")
 
 
 def _get(config: ml_collections.ConfigDict, key: str) -> Any:
@@ -182,17 +200,23 @@ def check_config(config: ml_collections.ConfigDict, *, mode: str = "train") -> N
         if isinstance(value, float) and not math.isfinite(value):
             raise _fail(key, value, "a finite number", "NaN and Inf are never valid settings")
     for key, (ok, requirement) in {**_COMMON, **_BY_MODE[mode]}.items():
-        if key.startswith("privacy.") and "privacy" not in config:  # A run.json from before the section.
-            continue
+        section, _, name = key.rpartition(".")
+        if key.startswith(_OPTIONAL) and (section not in config or name not in config[section]):
+            continue  # A run.json from before the option.
         value = _get(config, key)
         if not ok(value):
             raise _fail(key, value, requirement)
     if mode == "train":
         t = config.train
-        for name in ("num_steps", "log_every", "checkpoint_every", "eval_every"):
-            if t[name] % t.steps_per_call:
+        every = {
+            f"train.{name}": t[name] for name in ("num_steps", "log_every", "checkpoint_every", "eval_every")
+        }
+        if "posthoc_ema" in config:
+            every["posthoc_ema.every"] = config.posthoc_ema.every
+        for name, value in every.items():
+            if value % t.steps_per_call:
                 raise ConfigError(
-                    f"config.train.{name}={t[name]} is invalid: it must be a multiple of "
+                    f"config.{name}={value} is invalid: it must be a multiple of "
                     f"config.train.steps_per_call={t.steps_per_call} (steps run in fused groups of that "
                     "many)."
                 )
