@@ -39,6 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.time_sampling = "uniform"  # "uniform", "discrete", "log_snr" or "edm".
     c.loss.reduce = "mean"
     c.loss.coupling = "independent"  # Or "ot": minibatch optimal-transport pairs of noise and data.
+    # The coupling's keyword options, e.g. {"method": "scipy"} for "ot" (gl_jax/losses/coupling.py).
+    c.loss.coupling_options = ml_collections.ConfigDict()
     c.loss.prediction = "eps"  # What the network predicts: "eps", "x0", "v" or "score".
     c.loss.noise_cond = "t"  # The network's conditioning input: "t", "999t", "log_sigma" or "sigma".
 

@@ -25,6 +25,11 @@ needs_fashion = pytest.mark.skipif(
         # digits_vp is the README's main job, run in full by `make demo`; its smoke variant is slow here.
         pytest.param("digits_vp", marks=pytest.mark.slow),
         "digits_dit",
+        # The recipes of EDM2's network and post-hoc EMA, and OT flow matching; their parts have their own
+        # tests (tests/models/test_edm2_unet.py, tests/train/test_posthoc_loop.py, tests/losses).
+        pytest.param("digits_edm2", marks=pytest.mark.slow),
+        pytest.param("digits_phema", marks=pytest.mark.slow),
+        pytest.param("toy_flow", marks=pytest.mark.slow),
         pytest.param("fashion_mnist_vp", marks=[needs_fashion, pytest.mark.slow]),
     ],
 )
@@ -51,9 +56,22 @@ def test_smoke_variant_trains_and_samples(name, tmp_path, data_dir):
 
 
 def test_all_configs_load():
-    for name in ("toy_vp", "digits_vp", "digits_dit", "fashion_mnist_vp"):
+    from gl_jax.train.validation import check_config
+
+    names = (
+        "toy_vp",
+        "digits_vp",
+        "digits_dit",
+        "fashion_mnist_vp",
+        "digits_edm2",
+        "digits_phema",
+        "toy_flow",
+    )
+    for name in names:
         for variant in ("", "smoke"):
             config = load_config(name, variant)
             assert config.train.num_steps % config.train.steps_per_call == 0
+            for mode in ("train", "eval"):
+                check_config(config, mode=mode)
     with pytest.raises(ValueError, match="Unknown variant"):
         load_config("digits_vp", "huge")

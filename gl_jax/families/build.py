@@ -164,7 +164,10 @@ def build_score(
         reduce=config.loss.reduce,
         # Configs saved before the option existed have no key: independent pairs, as they trained.
         coupling=COUPLINGS.build(
-            config.loss.get("coupling", "independent"), where="config.loss", name_at="config.loss.coupling"
+            config.loss.get("coupling", "independent"),
+            config.loss.get("coupling_options", None),
+            where="config.loss.coupling_options",
+            name_at="config.loss.coupling",
         ),
         sampler=sampler,
         threshold=sample.threshold,

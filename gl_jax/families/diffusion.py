@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from gl_jax import likelihood
 from gl_jax.families.base import Family, Sampler
@@ -27,6 +29,7 @@ from gl_jax.losses.score import (
     Weighting,
     denoising_score_matching,
 )
+from gl_jax.models.edm2_unet import forced_weight_normalization
 from gl_jax.parametrization import PREDICTIONS, convert
 from gl_jax.registry import Registry
 from gl_jax.samplers import SampleResult, euler_maruyama
@@ -231,6 +234,14 @@ class ScoreDiffusion(Family):
             )
         score = thresholded_score(score, self.sde, method=self.threshold)
         return self.sampler(key, score, self.sde, (labels.shape[0], *self.data_shape))
+
+    def optimizer(self, base: Callable[..., optax.GradientTransformation]) -> optax.GradientTransformation:
+        """The config's optimizer; for a network with forced weight normalisation (EDM2's
+        magnitude-preserving U-Net, Karras et al. 2024, eq. 66) followed by the projection of its weight
+        rows back to unit magnitude, so every update leaves them there."""
+        if _model_attr(self.model, "forced_weight_norm", False):
+            return optax.chain(base(), forced_weight_normalization())
+        return base()
 
     def with_sampler(self, sampler: Sampler, *, threshold: str) -> ScoreDiffusion:
         """The same model sampling with `sampler` and `threshold` (e.g. an eval setting)."""

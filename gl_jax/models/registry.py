@@ -11,6 +11,7 @@ import flax.linen as nn
 from gl_jax.models.conv_vae import ConvVAE
 from gl_jax.models.dcgan import DCGAN
 from gl_jax.models.dit import DiT
+from gl_jax.models.edm2_unet import EDM2UNet
 from gl_jax.models.mlp import ScoreMLP
 from gl_jax.models.preconditioning import EDMUNet
 from gl_jax.models.small_unet import SmallUNet
@@ -27,6 +28,7 @@ MODELS: Registry[type[nn.Module]] = Registry(
         "small_unet": SmallUNet,
         "unet": UNet,
         "edm": EDMUNet,
+        "edm2": EDM2UNet,
         "dit": DiT,
     },
 )
@@ -42,9 +44,9 @@ def build_model(
 ) -> nn.Module:
     """Instantiates `MODELS[name](**options, **fixed)`, naming any unknown option and its nearest valid one.
 
-    For models with a table of named sizes (`UNet`, `EDMUNet`, `DiT`, `NoisyClassifier`), the option
-    `variant` picks an entry (e.g. `{"variant": "ddpmpp-cifar10", "dropout": 0.2}`); the other options
-    override it.
+    For models with a table of named sizes (`UNet`, `EDMUNet`, `EDM2UNet`, `DiT`, `NoisyClassifier`), the
+    option `variant` picks an entry (e.g. `{"variant": "ddpmpp-cifar10", "dropout": 0.2}`); the other
+    options override it.
 
     Args:
       name: a key of `MODELS`.
