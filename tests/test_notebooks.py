@@ -33,9 +33,11 @@ def test_notebook_is_committed_without_outputs(path):
     assert scale_up, f"{path.name} must tell the reader how to scale it up"
 
 
-# Kept out of the default run for time (`make test` on 2 cores): 04 trains five families, each of which
-# has its own tests (tests/families); run it with `-m slow`.
-SLOW_NOTEBOOKS = {"04_families"}
+# Kept out of the default run for time (`make test` on 2 cores; run them with `-m slow`): 04 trains five
+# families, each of which has its own tests (tests/families); 06 (~150 s) trains a classifier on synthetic
+# data, a private model and a watermarked sampler, whose parts have their own tests (tests/eval,
+# tests/train/test_privacy.py, tests/samplers).
+SLOW_NOTEBOOKS = {"04_families", "06_responsible_use"}
 
 
 @pytest.mark.parametrize(
