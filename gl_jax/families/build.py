@@ -155,6 +155,8 @@ def build_score(
         prediction=config.loss.prediction,
         noise_cond=config.loss.noise_cond,
         guidance=sample.guidance,
+        # Configs saved before the option existed have no key: guidance at every noise level.
+        guidance_interval=tuple(float(v) for v in sample.get("guidance_interval", ())) or None,
         weighting=WEIGHTINGS.build(
             config.loss.weighting, where="config.loss", name_at="config.loss.weighting"
         ),

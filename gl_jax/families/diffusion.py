@@ -34,6 +34,7 @@ from gl_jax.parametrization import PREDICTIONS, convert
 from gl_jax.registry import Registry
 from gl_jax.samplers import SampleResult, euler_maruyama
 from gl_jax.samplers.conditional import guided_score
+from gl_jax.samplers.guidance import interval_guided_score
 from gl_jax.samplers.thresholding import THRESHOLDS, thresholded_score
 from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
@@ -85,6 +86,8 @@ class ScoreDiffusion(Family):
       noise_cond: the network's conditioning input, a key of `NOISE_CONDITIONS`.
       guidance: classifier-free guidance weight w for sampling class-conditional models (1: the plain
         conditional score; 0: unconditional; > 1: guided, Ho & Salimans 2022).
+      guidance_interval: `(sigma_lo, sigma_hi)`: guide only where sigma_lo < sigma(t) / alpha(t) <= sigma_hi
+        and use the conditional score alone elsewhere (Kynkaanniemi et al. 2024); None guides everywhere.
       weighting, time_sampling, reduce: options of `denoising_score_matching` (the weighting and time
         sampling as objects of `gl_jax.losses.score`, e.g. `EDMWeighting()`, `LogNormalTimes()`).
       coupling: how the loss pairs noise with data, `IndependentCoupling()` or `OTCoupling()` (minibatch
@@ -107,6 +110,7 @@ class ScoreDiffusion(Family):
     prediction: str = "eps"
     noise_cond: str = "t"
     guidance: float = 1.0
+    guidance_interval: tuple[float, float] | None = None
     weighting: Weighting = Sigma2Weighting()
     time_sampling: TimeSampling = UniformTimes()
     reduce: str = "mean"
@@ -227,10 +231,19 @@ class ScoreDiffusion(Family):
             return super().sample_conditional(params, key, labels)
         if self.guidance == 1.0:
             score = self.score_fn(params, labels)
-        else:
+        elif self.guidance_interval is None:
             null = jnp.full_like(labels, self.num_classes)  # The dropped label (unconditional).
             score = guided_score(
                 lambda x, t, c: self.score_fn(params, c)(x, t), labels, w=self.guidance, null_cond=null
+            )
+        else:  # Guided only inside (sigma_lo, sigma_hi] of sigma / alpha (Kynkaanniemi et al. 2024).
+            score = interval_guided_score(
+                lambda x, t, c: self.score_fn(params, c)(x, t),
+                labels,
+                self.sde,
+                w=self.guidance,
+                interval=self.guidance_interval,
+                null_cond=jnp.full_like(labels, self.num_classes),
             )
         score = thresholded_score(score, self.sde, method=self.threshold)
         return self.sampler(key, score, self.sde, (labels.shape[0], *self.data_shape))

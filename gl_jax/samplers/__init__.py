@@ -10,14 +10,17 @@ from gl_jax.samplers.base import TIME_GRIDS, SampleResult, time_grid
 from gl_jax.samplers.conditional import classifier_guided_score, colorize, guided_score, inpaint
 from gl_jax.samplers.ddim import ddim
 from gl_jax.samplers.dpm_solver import dpm_solver, dpm_solver_pp
+from gl_jax.samplers.dpm_solver_multistep import dpm_solver_multistep
 from gl_jax.samplers.edit import EditResult, counterfactual
 from gl_jax.samplers.edm import edm_sampler
 from gl_jax.samplers.euler_maruyama import euler_maruyama
 from gl_jax.samplers.guidance import GuidedScore, autoguided_score, evaluation_times, interval_guided_score
 from gl_jax.samplers.invert import InversionResult, invert, sample_from_latent
+from gl_jax.samplers.ipndm import ipndm
 from gl_jax.samplers.ode import ode_sampler
 from gl_jax.samplers.pc import pc_sampler
 from gl_jax.samplers.thresholding import THRESHOLDS, threshold_x0, thresholded_score
+from gl_jax.samplers.time_steps import fit_time_steps
 from gl_jax.samplers.unipc import unipc
 from gl_jax.samplers.watermark import TreeRing, detect, tree_ring_key, watermark_noise
 
@@ -33,7 +36,9 @@ SAMPLERS = Registry(
         "ode": ode_sampler,
         "dpm_solver": dpm_solver,
         "dpm_solver_pp": dpm_solver_pp,
+        "dpm_solver_multistep": dpm_solver_multistep,
         "unipc": unipc,
+        "ipndm": ipndm,
     },
     skip=("steps", "x_init"),
 )
@@ -54,14 +59,17 @@ __all__ = [
     "ddim",
     "detect",
     "dpm_solver",
+    "dpm_solver_multistep",
     "dpm_solver_pp",
     "edm_sampler",
     "euler_maruyama",
     "evaluation_times",
+    "fit_time_steps",
     "guided_score",
     "inpaint",
     "interval_guided_score",
     "invert",
+    "ipndm",
     "ode_sampler",
     "pc_sampler",
     "sample_from_latent",

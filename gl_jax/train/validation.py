@@ -74,6 +74,18 @@ def _sigma_rels(*, allow_empty: bool) -> Rule:
     return ok, f"{what} of relative EMA widths in (0, {MAX_SIGMA_REL}], e.g. (0.05, 0.10)"
 
 
+def _interval() -> Rule:
+    def ok(v):
+        if not isinstance(v, tuple | list):
+            return False
+        if not v:
+            return True
+        numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+        return len(v) == 2 and numbers and 0.0 <= v[0] < v[1]
+
+    return ok, "() or a pair (sigma_lo, sigma_hi) of noise levels with 0 <= sigma_lo < sigma_hi"
+
+
 def _choice(options) -> Rule:
     options = list(options)
     return (lambda v: v in options), f"one of {options}"
@@ -91,6 +103,7 @@ _COMMON = {
     "sample.steps": _int(1),
     "sample.num_samples": _int(1),
     "sample.guidance": _number(),
+    "sample.guidance_interval": _interval(),
     "sample.threshold": _choice(THRESHOLDS),
     "train.ema_decay": _number(0.0, 1.0),
     "mesh.data": (
@@ -158,7 +171,7 @@ _BY_MODE = {
 # sampler's signature where they are used.
 _FREE_FORM = ("sample.options", "eval.settings")
 # Options a run.json written before they existed lacks (the defaults then apply).
-_OPTIONAL = ("privacy.", "posthoc_ema.", "eval.posthoc_sigma_rels")
+_OPTIONAL = ("privacy.", "posthoc_ema.", "eval.posthoc_sigma_rels", "sample.guidance_interval")
 
 
 def _get(config: ml_collections.ConfigDict, key: str) -> Any:

@@ -151,3 +151,45 @@ def test_bad_options_name_the_choices():
         SDES.build("sub_vp", {}, where="config.sde")
     assert set(NOISE_CONDITIONS) == {"t", "999t", "log_sigma", "sigma"}
     assert {"vp", "subvp", "ve", "edm", "ddpm"} <= set(SDES)
+
+
+def test_guidance_interval_from_the_family_covers_or_limits_the_guided_steps():
+    net = DropoutNet(dropout=0.0, num_classes=3, label_dropout=0.2)
+    fam = ScoreDiffusion(
+        model=net, sde=VPSDE(), data_shape=(4,), sampler=functools.partial(ddim, steps=5), guidance=3.0
+    )
+    params = fam.init(jax.random.key(0))
+    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(3), p.shape), params)
+    key = jax.random.key(1)
+    draw = lambda interval: np.asarray(
+        ScoreDiffusion(**{**fam.__dict__, "guidance_interval": interval}).sample(params, key, 6)
+    )
+    everywhere, conditional = (
+        draw(None),
+        np.asarray(ScoreDiffusion(**{**fam.__dict__, "guidance": 1.0}).sample(params, key, 6)),
+    )
+    # An interval holding every noise level of the VP process (sigma / alpha in [0.01, 160]) is plain CFG.
+    np.testing.assert_allclose(draw((0.0, 1e6)), everywhere, rtol=1e-6, atol=1e-6)
+    # One holding none of them is the conditional sampler; one holding some of them is neither.
+    np.testing.assert_allclose(draw((1e5, 1e6)), conditional, rtol=1e-6, atol=1e-6)
+    partial = draw((0.5, 3.0))
+    assert not np.allclose(partial, everywhere, atol=1e-4) and not np.allclose(
+        partial, conditional, atol=1e-4
+    )
+
+
+def test_guidance_interval_from_the_config_reaches_the_family_and_bad_ones_are_one_error():
+    from gl_jax.train.validation import ConfigError, check_config
+    from tests.conftest import load_config
+
+    config = load_config("digits_vp_cond", "smoke")
+    config.sample.guidance_interval = (0.3, 5.0)
+    check_config(config, mode="sample")
+    from gl_jax.families.build import build_score
+    from gl_jax.spec import DataSpec
+
+    spec = DataSpec("sklearn_digits", "image", (8, 8, 1), 17, 10, {"train": 1437, "test": 360})
+    assert build_score(config, spec).guidance_interval == (0.3, 5.0)
+    config.sample.guidance_interval = (5.0, 0.3)
+    with pytest.raises(ConfigError, match=r"config.sample.guidance_interval=\(5.0, 0.3\) is invalid"):
+        check_config(config, mode="sample")
