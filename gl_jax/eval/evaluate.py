@@ -451,8 +451,8 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
     settings = [resolve(s, config, run.family, run.spec) for s in settings]
     state = run.restore(workdir, purpose="evaluate")
     params, step = run.sampling_params(state), int(state.step)
-    if config.eval.get("posthoc_sigma_rels"):
-        _snapshot_steps(config, workdir, step)  # Its error before anything slow.
+    # The post-hoc EMA sweep's snapshots, read (and their absence refused) before anything slow.
+    snapshot_steps = _snapshot_steps(config, workdir, step) if config.eval.get("posthoc_sigma_rels") else None
     out_dir = os.path.join(workdir, "eval")
     extractor = feature_extractor(config, run.spec)
     reference = compute_stats(config, extractor=extractor, run=run)
@@ -530,9 +530,9 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
         report["settings"][setting.name] = entry
         files.write_json(report_path, report)
         log.info("%s: %s", setting.name, {k: v for k, v in entry.items() if k != "options"})
-    if config.eval.get("posthoc_sigma_rels"):
+    if snapshot_steps is not None:
         report["posthoc_ema"] = _posthoc_sweep(
-            run, state, settings[0], step, workdir, extractor, reference, pictures
+            run, state, settings[0], step, snapshot_steps, workdir, extractor, reference, pictures
         )
         files.write_json(report_path, report)
     report["usefulness"] = _usefulness(
@@ -579,6 +579,7 @@ def _posthoc_sweep(
     state: Any,
     setting: EvalSetting,
     step: int,
+    steps: list[int],
     workdir: str,
     extractor: Extractor,
     reference: ReferenceStats,
@@ -586,12 +587,12 @@ def _posthoc_sweep(
 ) -> dict[str, Any]:
     """The first setting's sample quality with each width of `config.eval.posthoc_sigma_rels`, its
     parameters reconstructed from the run's post-hoc EMA snapshots (`gl_jax.train.posthoc_ema`, EDM2
-    sec. 3.2) at the last snapshot up to the checkpoint's step. Writes `eval/posthoc_ema.png` (FID against
-    sigma_rel) and `eval/posthoc_ema.md` (the table); resumable per width like the settings."""
+    sec. 3.2) at the last of the snapshot `steps` (`_snapshot_steps`) up to the checkpoint's `step`.
+    Writes `eval/posthoc_ema.png` (FID against sigma_rel) and `eval/posthoc_ema.md` (the table); resumable
+    per width like the settings."""
     config = run.config
     widths = tuple(float(w) for w in config.eval.posthoc_sigma_rels)
     directory = os.path.join(workdir, POSTHOC_DIR)
-    steps = _snapshot_steps(config, workdir, step)
     at = max(steps)
     if at != step:
         log.warning(
