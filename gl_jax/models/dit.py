@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gl_jax.models.embeddings import LabelEmbedding, sinusoidal_embedding
+from gl_jax.models.layers import NamedSizes
 
 __all__ = ["DiT", "DiTBlock", "VARIANTS", "sincos_pos_embed_2d"]
 
@@ -109,7 +110,7 @@ class DiTBlock(nn.Module):
         return x + gate_mlp[:, None, :] * h
 
 
-class DiT(nn.Module):
+class DiT(NamedSizes, nn.Module):
     """Diffusion transformer: `apply({"params": p}, x, cond, y=None, *, train=False) -> [B, H, W, C']`.
 
     x is `[B, H, W, C]` with H and W divisible by `patch_size`; cond is a `[B]` float (DiT: 999 t); y is an
@@ -143,13 +144,6 @@ class DiT(nn.Module):
     dtype: Any = None
 
     VARIANTS: ClassVar[dict[str, dict[str, Any]]] = VARIANTS
-
-    @classmethod
-    def from_variant(cls, name: str, **overrides: Any) -> DiT:
-        """The DiT of the named size in `VARIANTS` (e.g. "DiT-XL/2"), with `overrides`."""
-        if name not in cls.VARIANTS:
-            raise ValueError(f"Unknown DiT variant {name!r}; choose one of {sorted(cls.VARIANTS)}.")
-        return cls(**{**cls.VARIANTS[name], **overrides})
 
     @nn.compact
     def __call__(

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gl_jax.models.layers import check_resolutions
+from gl_jax.models.layers import NamedSizes, check_resolutions
 from gl_jax.models.preconditioning import edm_denoiser
 
 __all__ = [
@@ -384,7 +384,7 @@ class MPBlock(nn.Module):
 # --- the networks --------------------------------------------------------------------------------------
 
 
-class MPUNet(nn.Module):
+class MPUNet(NamedSizes, nn.Module):
     """EDM2's U-Net F: `apply({"params": p}, x, cond, y=None, *, train=False) -> [B, H, W, C]`.
 
     x is `[B, H, W, C]` with H, W divisible by 2^(len(channel_mults) - 1); cond is the `[B]` noise
@@ -438,15 +438,6 @@ class MPUNet(nn.Module):
     # The training step must put the weight rows back on the sphere after each update: the family's
     # optimizer ends its chain with `forced_weight_normalization()` when the network says so.
     forced_weight_norm: ClassVar[bool] = True
-
-    @classmethod
-    def from_variant(cls, name: str, **overrides: Any) -> MPUNet:
-        """The network of the named size in `VARIANTS` (e.g. "edm2-img512-s"), with `overrides`."""
-        if name not in cls.VARIANTS:
-            raise ValueError(
-                f"Unknown {cls.__name__} variant {name!r}; choose one of {sorted(cls.VARIANTS)}."
-            )
-        return cls(**{**cls.VARIANTS[name], **overrides})
 
     @nn.compact
     def __call__(

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "NamedSizes",
     "AttnBlock",
     "BlockInit",
     "Initializer",
@@ -27,6 +28,25 @@ __all__ = [
 ]
 
 Initializer = nn.initializers.Initializer
+
+
+class NamedSizes:
+    """Mixin of a network with a table of named sizes, `VARIANTS` (name -> field values).
+
+    `from_variant(name, **overrides)` builds the named size with `overrides` replacing its entries; the
+    model registry calls it for a config's `variant` option (`gl_jax.registry.Registry.build`).
+    """
+
+    VARIANTS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def from_variant(cls, name: str, **overrides: Any):
+        """The network of the named size in `VARIANTS`, with `overrides`."""
+        if name not in cls.VARIANTS:
+            raise ValueError(
+                f"Unknown {cls.__name__} variant {name!r}; choose one of {sorted(cls.VARIANTS)}."
+            )
+        return cls(**{**cls.VARIANTS[name], **overrides})
 
 
 class BlockInit(NamedTuple):
