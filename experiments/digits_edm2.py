@@ -3,13 +3,19 @@ diffusion models", CVPR): the magnitude-preserving U-Net (config G: forced weigh
 sum/concat/SiLU, no biases or group norm) in EDM's parametrisation, trained with post-hoc EMA tracking.
 
 The network is gl_jax/models/edm2_unet.py at a size that trains on 2 CPU cores; the family's optimizer puts
-its weight rows back on the unit sphere after every update. The run saves EDM2's sigma_rel 0.05/0.10
+its weight rows back on the unit sphere after every update. The loss has EDM2's learned uncertainty
+weighting (sec. 5: a small network u of the noise level, the loss l / e^u + u) and its log-normal noise
+levels with the options spelled out. The run saves EDM2's sigma_rel 0.05/0.10
 averages every 100 steps, so `--mode eval` can choose the EMA length afterwards (as digits_phema).
 
 Launch:
   gl-jax --config experiments/digits_edm2.py --workdir runs/digits_edm2
   gl-jax --config experiments/digits_edm2.py --workdir runs/digits_edm2 --mode eval
   gl-jax --config experiments/digits_edm2.py:smoke --workdir /tmp/digits_edm2_smoke   # seconds
+  # Autoguidance (Karras et al. 2024, NeurIPS): guided by the same run's step-500 checkpoint.
+  gl-jax --config experiments/digits_edm2.py --workdir runs/digits_edm2 --mode eval \
+    --config.sample.guide_checkpoint=runs/digits_edm2 --config.sample.guide_step=500 \
+    --config.sample.guide_weight=2.0
 
 Target: digit-like samples with EDM's Heun sampler (not yet measured on this data); the published sizes
 are the variants edm2-img512-xs ... -xxl (64x64x4 latents) and edm2-cifar10-small (32x32x3).
@@ -44,6 +50,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.loss.noise_cond = "sigma"
     c.loss.weighting = "edm"
     c.loss.time_sampling = "edm"
+    c.loss.time_sampling_options = ml_collections.ConfigDict(dict(p_mean=-1.2, p_std=1.2))
+    c.loss.uncertainty = True
+    c.loss.uncertainty_options = ml_collections.ConfigDict(dict(features=128))
     # EDM2 trains with Adam (beta2 0.99) without gradient clipping; the weight projection bounds the step.
     c.optim.lr = 1e-2
     c.optim.b2 = 0.99

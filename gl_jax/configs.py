@@ -36,7 +36,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss = ml_collections.ConfigDict()
     # "sigma2", "likelihood" (= "elbo"), "edm", "min_snr", "sigmoid" or "flow_matching" (losses.weightings).
     c.loss.weighting = "sigma2"
+    # The weighting's keyword options, e.g. {"gamma": 5.0} for "min_snr" (gl_jax/losses/weightings.py).
+    c.loss.weighting_options = ml_collections.ConfigDict()
     c.loss.time_sampling = "uniform"  # "uniform", "discrete", "log_snr" or "edm".
+    # Its keyword options, e.g. {"p_mean": -0.4, "p_std": 1.0} for "edm" (EDM2's ImageNet-512 XS).
+    c.loss.time_sampling_options = ml_collections.ConfigDict()
+    # EDM2's learned uncertainty weighting (Karras et al. 2024, sec. 5): a small network u(lambda) trained
+    # with the loss, which becomes l / exp(u) + u; its options (features, hidden, seed) in
+    # uncertainty_options (gl_jax.losses.weightings.UncertaintyWeight).
+    c.loss.uncertainty = False
+    c.loss.uncertainty_options = ml_collections.ConfigDict()
     c.loss.reduce = "mean"
     c.loss.coupling = "independent"  # Or "ot": minibatch optimal-transport pairs of noise and data.
     # The coupling's keyword options, e.g. {"method": "scipy"} for "ot" (gl_jax/losses/coupling.py).
@@ -88,6 +97,15 @@ def base_config() -> ml_collections.ConfigDict:
     # Guide only at noise levels sigma / alpha in (lo, hi] (Kynkaanniemi et al. 2024), e.g. (0.28, 5.42) for
     # EDM2-S on ImageNet-512; () guides at every level.
     c.sample.guidance_interval = ()
+    # Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself"): the
+    # model guided with weight guide_weight by a weaker one, read from guide_checkpoint (a workdir, e.g.
+    # this run's at an early step with guide_step, or a smaller run's; "": no guide). guide_model is that
+    # run's config.model ({}: the same network as config.model); guide_use_ema reads its EMA.
+    c.sample.guide_checkpoint = ""
+    c.sample.guide_weight = 2.0
+    c.sample.guide_step = -1
+    c.sample.guide_use_ema = True
+    c.sample.guide_model = ml_collections.ConfigDict()
     # Keep the denoised estimate in the data range while sampling images: "none", "static" (clip to
     # [-1, 1], Ho et al. 2020) or "dynamic" (Saharia et al. 2022); gl_jax/samplers/thresholding.py.
     c.sample.threshold = "none"

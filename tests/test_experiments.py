@@ -30,6 +30,7 @@ needs_fashion = pytest.mark.skipif(
         pytest.param("digits_edm2", marks=pytest.mark.slow),
         pytest.param("digits_phema", marks=pytest.mark.slow),
         pytest.param("toy_flow", marks=pytest.mark.slow),
+        pytest.param("digits_weighting", marks=pytest.mark.slow),
         pytest.param("fashion_mnist_vp", marks=[needs_fashion, pytest.mark.slow]),
     ],
 )
@@ -66,6 +67,8 @@ def test_all_configs_load():
         "digits_edm2",
         "digits_phema",
         "toy_flow",
+        "digits_weighting",
+        "digits_guidance",
     )
     for name in names:
         for variant in ("", "smoke"):

@@ -25,6 +25,7 @@ from gl_jax.families.latent import LatentDiffusion, LatentOptions
 from gl_jax.families.vae import VAE, VAEOptions, params_per_channel
 from gl_jax.losses.coupling import COUPLINGS
 from gl_jax.losses.score import TIME_SAMPLINGS, WEIGHTINGS
+from gl_jax.losses.weightings import UncertaintyWeight
 from gl_jax.models.registry import AR_MODELS, GAN_MODELS, MODELS, VAE_MODELS
 from gl_jax.parametrization import PREDICTIONS
 from gl_jax.registry import Registry, check_keys, init_fields, plain
@@ -137,37 +138,56 @@ def check_threshold(threshold: str, spec: DataSpec, *, where: str) -> None:
 def build_score(
     config: ml_collections.ConfigDict, spec: DataSpec, *, load_params: ParamsLoader | None = None
 ):
-    """Score-based diffusion (`config.model`, `config.sde`, `config.loss`, `config.sample`)."""
-    del load_params
+    """Score-based diffusion (`config.model`, `config.sde`, `config.loss`, `config.sample`).
+
+    Args:
+      config: the experiment config.
+      spec: the dataset.
+      load_params: reads the autoguidance guide's parameters (`config.sample.guide_checkpoint`).
+    """
     model = _from_section(MODELS, config.model)
     sde = _from_section(SDES, config.sde, where="config.sde")
     sample = config.sample
+    loss = config.loss
     sampler = bind_sampler(
         sample.sampler, steps=sample.steps, options=sample.options, where="config.sample.options"
     )
     check_threshold(sample.threshold, spec, where="config.sample.threshold")
-    PREDICTIONS.lookup(config.loss.prediction, where="config.loss.prediction")
-    NOISE_CONDITIONS.lookup(config.loss.noise_cond, where="config.loss.noise_cond")
+    PREDICTIONS.lookup(loss.prediction, where="config.loss.prediction")
+    NOISE_CONDITIONS.lookup(loss.noise_cond, where="config.loss.noise_cond")
+    # Configs saved before an option existed lack its key: the default then, as they trained.
+    uncertainty = None
+    if loss.get("uncertainty", False):
+        uncertainty = typed_options(
+            UncertaintyWeight,
+            loss.get("uncertainty_options", None) or {},
+            where="config.loss.uncertainty_options",
+        )
     family = ScoreDiffusion(
         model=model,
         sde=sde,
         data_shape=tuple(spec.shape),
-        prediction=config.loss.prediction,
-        noise_cond=config.loss.noise_cond,
+        prediction=loss.prediction,
+        noise_cond=loss.noise_cond,
         guidance=sample.guidance,
-        # Configs saved before the option existed have no key: guidance at every noise level.
         guidance_interval=tuple(float(v) for v in sample.get("guidance_interval", ())) or None,
         weighting=WEIGHTINGS.build(
-            config.loss.weighting, where="config.loss", name_at="config.loss.weighting"
+            loss.weighting,
+            loss.get("weighting_options", None),
+            where="config.loss.weighting_options",
+            name_at="config.loss.weighting",
         ),
         time_sampling=TIME_SAMPLINGS.build(
-            config.loss.time_sampling, where="config.loss", name_at="config.loss.time_sampling"
+            loss.time_sampling,
+            loss.get("time_sampling_options", None),
+            where="config.loss.time_sampling_options",
+            name_at="config.loss.time_sampling",
         ),
-        reduce=config.loss.reduce,
-        # Configs saved before the option existed have no key: independent pairs, as they trained.
+        reduce=loss.reduce,
+        uncertainty=uncertainty,
         coupling=COUPLINGS.build(
-            config.loss.get("coupling", "independent"),
-            config.loss.get("coupling_options", None),
+            loss.get("coupling", "independent"),
+            loss.get("coupling_options", None),
             where="config.loss.coupling_options",
             name_at="config.loss.coupling",
         ),
@@ -180,7 +200,40 @@ def build_score(
             f"config.model asks for {family.num_classes} classes but dataset {spec.name!r} has no labels; "
             "set config.model.num_classes=0."
         )
+    if sample.get("guide_checkpoint", ""):
+        family = _with_guide(family, sample, load_params)
     return family
+
+
+def _with_guide(family: ScoreDiffusion, sample: ml_collections.ConfigDict, load_params: ParamsLoader | None):
+    """`family` autoguided by the run at `config.sample.guide_checkpoint` (its `guide_model`, else the same
+    network), read at `guide_step`."""
+    if load_params is None:
+        raise ValueError("config.sample.guide_checkpoint is set but no parameter loader was given.")
+    if family.guidance != 1.0:
+        raise ValueError(
+            f"config.sample.guidance={family.guidance} and config.sample.guide_checkpoint both guide the "
+            "model; use one (set config.sample.guidance=1.0 for autoguidance)."
+        )
+    guide_model = family.model
+    if sample.guide_model:
+        guide_model = _from_section(MODELS, sample.guide_model, where="config.sample.guide_model")
+    guided = dataclasses.replace(family, guide_model=guide_model, autoguidance=float(sample.guide_weight))
+    target = jax.eval_shape(guided._guide().init, jax.random.key(0))
+    try:
+        guide_params = load_params(
+            sample.guide_checkpoint, target, step=sample.guide_step, use_ema=sample.guide_use_ema
+        )
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"{e} config.sample.guide_checkpoint must name the workdir of a trained run of this task (this "
+            "run's own, with config.sample.guide_step at an early checkpoint, or a smaller one's)."
+        ) from None
+    except ValueError as e:
+        raise ValueError(
+            f"{e} Set config.sample.guide_model to the config.model of the run that wrote the guide."
+        ) from None
+    return dataclasses.replace(guided, guide_params=guide_params)
 
 
 def build_gan(config: ml_collections.ConfigDict, spec: DataSpec, *, load_params: ParamsLoader | None = None):

@@ -28,13 +28,13 @@ from gl_jax.losses.score import (
     UniformTimes,
     Weighting,
     denoising_score_matching,
+    uncertainty_weighted_score_matching,
 )
 from gl_jax.models.edm2_unet import forced_weight_normalization
 from gl_jax.parametrization import PREDICTIONS, convert
 from gl_jax.registry import Registry
 from gl_jax.samplers import SampleResult, euler_maruyama
-from gl_jax.samplers.conditional import guided_score
-from gl_jax.samplers.guidance import interval_guided_score
+from gl_jax.samplers.guidance import GuidedScore, autoguided_score, evaluation_times, interval_guided_score
 from gl_jax.samplers.thresholding import THRESHOLDS, thresholded_score
 from gl_jax.sde import GaussianDiffusion, broadcast_to_data
 
@@ -90,6 +90,14 @@ class ScoreDiffusion(Family):
         and use the conditional score alone elsewhere (Kynkaanniemi et al. 2024); None guides everywhere.
       weighting, time_sampling, reduce: options of `denoising_score_matching` (the weighting and time
         sampling as objects of `gl_jax.losses.score`, e.g. `EDMWeighting()`, `LogNormalTimes()`).
+      uncertainty: EDM2's learned uncertainty weighting (Karras et al. 2024, sec. 5), a network of the
+        log-SNR such as `gl_jax.losses.weightings.UncertaintyWeight()`, trained with the loss
+        (`uncertainty_weighted_score_matching`); the parameters are then `{"denoiser", "uncertainty"}`.
+        None: the weighting alone.
+      guide_model, guide_params, autoguidance: autoguidance (Karras et al. 2024, "Guiding a diffusion
+        model with a bad version of itself"): a weaker network of the same task (its parameters as arrays,
+        e.g. an earlier checkpoint or a smaller config) guides the model with weight `autoguidance` in
+        `guidance_interval`; None: no guide. The guide's parameters are not compared or hashed.
       coupling: how the loss pairs noise with data, `IndependentCoupling()` or `OTCoupling()` (minibatch
         OT over each loss call's batch: the global batch under `jit`, a device's under `pmap`, a
         micro-batch with gradient accumulation).
@@ -114,10 +122,14 @@ class ScoreDiffusion(Family):
     weighting: Weighting = Sigma2Weighting()
     time_sampling: TimeSampling = UniformTimes()
     reduce: str = "mean"
+    uncertainty: nn.Module | None = None
     coupling: Coupling = IndependentCoupling()
     sampler: Sampler = dataclasses.field(default_factory=lambda: DEFAULT_SAMPLER)
     threshold: str = "none"
     pixel_levels: int | None = None
+    guide_model: nn.Module | None = None
+    guide_params: Any = dataclasses.field(default=None, compare=False, repr=False)
+    autoguidance: float = 1.0
 
     def __post_init__(self):
         # Unknown names fail here, once, naming the choices.
@@ -127,6 +139,15 @@ class ScoreDiffusion(Family):
             (THRESHOLDS, self.threshold),
         ):
             registry.lookup(name)
+        if self.guide_model is not None and self.guidance != 1.0:
+            raise ValueError(
+                f"Classifier-free guidance (weight {self.guidance}) and autoguidance both guide the model; "
+                "use one: set the guidance weight to 1 or drop the guide."
+            )
+
+    def _denoiser_params(self, params: Any) -> Any:
+        # With a learned uncertainty weighting the tree is {"denoiser", "uncertainty"}.
+        return params["denoiser"] if self.uncertainty is not None else params
 
     @property
     def num_classes(self) -> int:
@@ -143,6 +164,7 @@ class ScoreDiffusion(Family):
         With `keys` (`[B]` per-example keys) it runs in training mode, each example's dropout drawn from its
         own key (a `vmap` over examples), so the step gives the same numbers however the batch is split.
         """
+        params = self._denoiser_params(params)
         cond = NOISE_CONDITIONS[self.noise_cond](self.sde, t)  # [B]
         if keys is None or not self._stochastic:
             extra = {} if y is None else {"y": y}
@@ -171,7 +193,13 @@ class ScoreDiffusion(Family):
     def init(self, key: jax.Array) -> Any:
         x = jnp.zeros((1, *self.data_shape), jnp.float32)
         extra = {"y": jnp.zeros((1,), jnp.int32)} if self.num_classes else {}
-        return self.model.init(key, x, jnp.ones((1,), jnp.float32), **extra)["params"]
+        if self.uncertainty is None:
+            return self.model.init(key, x, jnp.ones((1,), jnp.float32), **extra)["params"]
+        key, key_u = jax.random.split(key)
+        return {
+            "denoiser": self.model.init(key, x, jnp.ones((1,), jnp.float32), **extra)["params"],
+            "uncertainty": self.uncertainty.init(key_u, jnp.zeros((1,), jnp.float32))["params"],
+        }
 
     def loss(self, params: Any, batch: dict, keys: jax.Array) -> tuple[jax.Array, dict]:
         x = batch["x"]
@@ -186,17 +214,17 @@ class ScoreDiffusion(Family):
         def model_fn(x_t, t):
             return self.predict(params, x_t, t, y, keys=dropout_keys)
 
-        return denoising_score_matching(
-            keys,
-            model_fn,
-            self.sde,
-            x,
+        options = dict(
             weighting=self.weighting,
             prediction=self.prediction,
             time_sampling=self.time_sampling,
             reduce=self.reduce,
             coupling=self.coupling,
         )
+        if self.uncertainty is not None:
+            log_var_fn = functools.partial(self.uncertainty.apply, {"params": params["uncertainty"]})
+            return uncertainty_weighted_score_matching(keys, model_fn, log_var_fn, self.sde, x, **options)
+        return denoising_score_matching(keys, model_fn, self.sde, x, **options)
 
     @property
     def conditional(self) -> bool:
@@ -207,11 +235,10 @@ class ScoreDiffusion(Family):
         return self.sample_counted(params, key, num).x
 
     def sample_counted(self, params: Any, key: jax.Array, num: int) -> SampleResult:
-        """`num` samples and the number of score evaluations (a guided score counts as one)."""
+        """`num` samples and the number of network evaluations per sample (see `sample_conditional`)."""
         if self.num_classes:
             return self.sample_conditional(params, key, jnp.arange(num) % self.num_classes)
-        score = thresholded_score(self.score_fn(params), self.sde, method=self.threshold)
-        return self.sampler(key, score, self.sde, (num, *self.data_shape))
+        return self._sample(key, self._sampling_score(params, None), (num, *self.data_shape))
 
     def sample_one(self, params: Any, key: jax.Array, index: jax.Array) -> SampleResult:
         if self.num_classes:  # Class index % num_classes, as `sample_counted`'s rows.
@@ -221,32 +248,58 @@ class ScoreDiffusion(Family):
         return super().sample_one(params, key, index)
 
     def sample_conditional(self, params: Any, key: jax.Array, labels: jax.Array) -> SampleResult:
-        """Samples of the classes `labels` `[num]` with guidance weight `guidance`, and their NFE (a guided
-        score counts as one evaluation).
+        """Samples of the classes `labels` `[num]` with guidance weight `guidance`, and their NFE.
+
+        The NFE counts network evaluations: a guided call costs two (the model and its guide), one outside
+        `guidance_interval`, where only the model runs. With an interval, the calls' times come from
+        `gl_jax.samplers.guidance.evaluation_times`, measured once when the sampler is traced (exact for
+        fixed-step samplers; an adaptive ODE solver's steps depend on the score, so its count is that of
+        the stand-in score's run).
 
         Raises:
           ValueError: the model is unconditional (no `num_classes`).
         """
         if not self.num_classes:
             return super().sample_conditional(params, key, labels)
-        if self.guidance == 1.0:
-            score = self.score_fn(params, labels)
-        elif self.guidance_interval is None:
-            null = jnp.full_like(labels, self.num_classes)  # The dropped label (unconditional).
-            score = guided_score(
-                lambda x, t, c: self.score_fn(params, c)(x, t), labels, w=self.guidance, null_cond=null
-            )
-        else:  # Guided only inside (sigma_lo, sigma_hi] of sigma / alpha (Kynkaanniemi et al. 2024).
-            score = interval_guided_score(
-                lambda x, t, c: self.score_fn(params, c)(x, t),
-                labels,
+        return self._sample(key, self._sampling_score(params, labels), (labels.shape[0], *self.data_shape))
+
+    def _guide(self) -> ScoreDiffusion:
+        """The autoguidance guide as a family of its own (same process, parametrisation and labels)."""
+        return dataclasses.replace(self, model=self.guide_model, guide_model=None, guide_params=None)
+
+    def _sampling_score(self, params: Any, labels: jax.Array | None) -> Callable | GuidedScore:
+        """The score the sampler runs: the model's, or a `GuidedScore` (classifier-free or autoguidance)."""
+        if self.guide_model is not None:
+            guide_params = jax.tree.map(jnp.asarray, self.guide_params)
+            return autoguided_score(
+                self.score_fn(params, labels),
+                self._guide().score_fn(guide_params, labels),
                 self.sde,
-                w=self.guidance,
+                w=self.autoguidance,
                 interval=self.guidance_interval,
-                null_cond=jnp.full_like(labels, self.num_classes),
             )
-        score = thresholded_score(score, self.sde, method=self.threshold)
-        return self.sampler(key, score, self.sde, (labels.shape[0], *self.data_shape))
+        if labels is None or self.guidance == 1.0:
+            return self.score_fn(params, labels)
+        # Guided in (sigma_lo, sigma_hi] of sigma / alpha (Kynkaanniemi et al. 2024), or everywhere.
+        return interval_guided_score(
+            lambda x, t, c: self.score_fn(params, c)(x, t),
+            labels,
+            self.sde,
+            w=self.guidance,
+            interval=self.guidance_interval,
+            null_cond=jnp.full_like(labels, self.num_classes),  # The dropped label (unconditional).
+        )
+
+    def _sample(self, key: jax.Array, score: Callable, shape: tuple[int, ...]) -> SampleResult:
+        result = self.sampler(key, thresholded_score(score, self.sde, method=self.threshold), self.sde, shape)
+        if not isinstance(score, GuidedScore):
+            return result
+        if score.interval is None:  # Both networks at every call (one when w is 1).
+            return SampleResult(result.x, score.evaluations(jnp.zeros((1,))) * result.nfe)
+        # A host measurement at trace time (the times of a fixed-step sampler do not depend on the score).
+        with jax.ensure_compile_time_eval():
+            nfe = int(score.evaluations(jnp.asarray(evaluation_times(self.sampler, self.sde, shape))))
+        return SampleResult(result.x, nfe)
 
     def optimizer(self, base: Callable[..., optax.GradientTransformation]) -> optax.GradientTransformation:
         """The config's optimizer; for a network with forced weight normalisation (EDM2's

@@ -104,6 +104,9 @@ _COMMON = {
     "sample.num_samples": _int(1),
     "sample.guidance": _number(),
     "sample.guidance_interval": _interval(),
+    "sample.guide_weight": _number(),
+    "sample.guide_step": _int(-1),
+    "sample.guide_use_ema": _bool(),
     "sample.threshold": _choice(THRESHOLDS),
     "train.ema_decay": _number(0.0, 1.0),
     "mesh.data": (
@@ -141,6 +144,7 @@ _BY_MODE = {
         "privacy.multiplicity": _int(1),
         "privacy.delta": _number(0.0, 1.0, open_low=True, open_high=True),
         "privacy.target_epsilon": _number(0.0, open_low=True),
+        "loss.uncertainty": _bool(),
         "posthoc_ema.every": _int(0),
         "posthoc_ema.sigma_rels": _sigma_rels(allow_empty=False),
     },
@@ -171,7 +175,14 @@ _BY_MODE = {
 # sampler's signature where they are used.
 _FREE_FORM = ("sample.options", "eval.settings")
 # Options a run.json written before they existed lacks (the defaults then apply).
-_OPTIONAL = ("privacy.", "posthoc_ema.", "eval.posthoc_sigma_rels", "sample.guidance_interval")
+_OPTIONAL = (
+    "privacy.",
+    "posthoc_ema.",
+    "eval.posthoc_sigma_rels",
+    "sample.guidance_interval",
+    "sample.guide_",
+    "loss.uncertainty",
+)
 
 
 def _get(config: ml_collections.ConfigDict, key: str) -> Any:

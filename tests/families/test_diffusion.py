@@ -1,6 +1,7 @@
 """The diffusion family: every prediction type and noise conditioning gives the exact score when the network
 is exact; per-example dropout keys make the loss independent of how the batch is split; guidance."""
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -13,8 +14,10 @@ import pytest
 from gl_jax.analytic import GaussianMixture, random_mixture
 from gl_jax.families.build import SDES
 from gl_jax.families.diffusion import NOISE_CONDITIONS, ScoreDiffusion
+from gl_jax.losses.weightings import UncertaintyWeight
 from gl_jax.parametrization import convert
 from gl_jax.samplers import ddim
+from gl_jax.samplers.guidance import evaluation_times
 from gl_jax.sde import EDMSDE, VESDE, VPSDE, GaussianDiffusion, broadcast_to_data
 
 
@@ -193,3 +196,117 @@ def test_guidance_interval_from_the_config_reaches_the_family_and_bad_ones_are_o
     config.sample.guidance_interval = (5.0, 0.3)
     with pytest.raises(ConfigError, match=r"config.sample.guidance_interval=\(5.0, 0.3\) is invalid"):
         check_config(config, mode="sample")
+
+
+def _perturbed(params, scale=0.3, seed=3):
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    moved = [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
+    return jax.tree.unflatten(tree, moved)
+
+
+def test_guided_sampling_counts_two_network_evaluations_per_guided_step():
+    net = DropoutNet(dropout=0.0, num_classes=3, label_dropout=0.2)
+    fam = ScoreDiffusion(
+        model=net, sde=VPSDE(), data_shape=(4,), sampler=functools.partial(ddim, steps=5), guidance=3.0
+    )
+    params = _perturbed(fam.init(jax.random.key(0)))
+    key = jax.random.key(1)
+    nfe = lambda **kw: int(
+        jax.jit(ScoreDiffusion(**{**fam.__dict__, **kw}).sample_counted, static_argnums=2)(params, key, 6).nfe
+    )
+    assert nfe() == 10  # Both networks at each of the 5 steps.
+    assert nfe(guidance=1.0) == 5
+    assert nfe(guidance_interval=(1e5, 1e6)) == 5  # No step inside: the conditional network alone.
+    # A partial interval: one extra evaluation per step whose sigma / alpha lies in (0.5, 3].
+    times = evaluation_times(fam.sampler, fam.sde, (1, 4))
+    level = np.asarray(fam.sde.sigma(times) / fam.sde.alpha(times))
+    inside = int(np.sum((level > 0.5) & (level <= 3.0)))
+    assert 0 < inside < 5
+    assert nfe(guidance_interval=(0.5, 3.0)) == 5 + inside
+
+
+def test_autoguidance_by_the_model_itself_is_the_unguided_sampler():
+    net = DropoutNet(dropout=0.0)
+    fam = ScoreDiffusion(model=net, sde=VPSDE(), data_shape=(4,), sampler=functools.partial(ddim, steps=5))
+    params = _perturbed(fam.init(jax.random.key(0)))
+    key = jax.random.key(1)
+    plain = fam.sample_counted(params, key, 6)
+    guided = lambda guide_params: dataclasses.replace(
+        fam, guide_model=net, guide_params=guide_params, autoguidance=2.2
+    ).sample_counted(params, key, 6)
+    itself = guided(params)
+    np.testing.assert_allclose(np.asarray(itself.x), np.asarray(plain.x), rtol=1e-6, atol=1e-6)
+    assert int(plain.nfe) == 5 and int(itself.nfe) == 10
+    # A different (weaker) guide moves the samples: the combination is live.
+    other = guided(_perturbed(params, scale=0.1, seed=9))
+    assert not np.allclose(np.asarray(other.x), np.asarray(plain.x), atol=1e-4)
+    with pytest.raises(ValueError, match="use one"):
+        dataclasses.replace(fam, guide_model=net, guidance=2.0)
+
+
+def test_uncertainty_weighting_is_a_trained_group_of_the_parameters():
+    gmm = random_mixture(4, num_modes=2, seed=0)
+    plain = ScoreDiffusion(model=DropoutNet(dropout=0.0), sde=VPSDE(), data_shape=(4,))
+    fam = dataclasses.replace(plain, uncertainty=UncertaintyWeight(features=16))
+    params = fam.init(jax.random.key(1))
+    assert set(params) == {"denoiser", "uncertainty"}
+    batch = {"x": gmm.sample(jax.random.key(2), 64)}
+    keys = jax.random.split(jax.random.key(3), 64)
+    base, _ = plain.loss(params["denoiser"], batch, keys)
+    # At init u = 0: l e^-u + u = l.
+    loss, metrics = fam.loss(params, batch, keys)
+    np.testing.assert_allclose(float(loss), float(base), rtol=1e-6)
+    # u = c everywhere (the output layer's bias): l e^-c + c, by hand.
+    shifted = jax.tree.map(lambda p: p, params)
+    shifted["uncertainty"]["Dense_0"]["bias"] = jnp.full((1,), 0.5)
+    loss, metrics = fam.loss(shifted, batch, keys)
+    np.testing.assert_allclose(float(loss), float(base) * np.exp(-0.5) + 0.5, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["log_var"]), 0.5, rtol=1e-6)
+    grads = jax.grad(lambda p: fam.loss(p, batch, keys)[0])(params)
+    assert float(jnp.abs(grads["uncertainty"]["Dense_0"]["bias"]).sum()) > 0
+    # Sampling reads the denoiser group only.
+    np.testing.assert_array_equal(
+        np.asarray(fam.sample(params, jax.random.key(4), 3)),
+        np.asarray(plain.sample(params["denoiser"], jax.random.key(4), 3)),
+    )
+
+
+def test_loss_and_guide_options_from_the_config():
+    from gl_jax.families.build import build_score
+    from gl_jax.losses.score import LogNormalTimes, MinSNRWeighting
+    from gl_jax.spec import DataSpec
+    from gl_jax.train.saved_params import load_params
+    from tests.conftest import load_config
+
+    spec = DataSpec("sklearn_digits", "image", (8, 8, 1), 17, 10, {"train": 1437, "test": 360})
+    config = load_config("digits_vp", "smoke")
+    config.loss.weighting = "min_snr"
+    config.loss.weighting_options = {"gamma": 3.0}
+    config.loss.time_sampling = "edm"
+    config.loss.time_sampling_options = {"p_mean": -0.4, "p_std": 1.0}
+    config.loss.uncertainty = True
+    config.loss.uncertainty_options = {"features": 32}
+    family = build_score(config, spec)
+    assert family.weighting == MinSNRWeighting(gamma=3.0)
+    assert family.time_sampling == LogNormalTimes(p_mean=-0.4, p_std=1.0)
+    assert family.uncertainty == UncertaintyWeight(features=32)
+    config.loss.time_sampling_options = {"p_men": -0.4}
+    with pytest.raises(ValueError, match=r"config.loss.time_sampling_options.*p_mean"):
+        build_score(config, spec)
+    config.loss.time_sampling_options = {}
+    # The guide: read by the loader from the named run, shaped like the guide network's parameters.
+    config.sample.guide_checkpoint = "runs/early"
+    seen = {}
+
+    def loader(path, target, *, step, use_ema):
+        seen.update(path=path, step=step, use_ema=use_ema)
+        return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
+
+    config.sample.guide_step = 200
+    family = build_score(config, spec, load_params=loader)
+    assert seen == {"path": "runs/early", "step": 200, "use_ema": True}
+    assert family.autoguidance == config.sample.guide_weight and family.guide_model == family.model
+    assert set(family.guide_params) == {"denoiser", "uncertainty"}
+    with pytest.raises(FileNotFoundError, match="config.sample.guide_checkpoint must name"):
+        build_score(config, spec, load_params=load_params)
