@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-__all__ = ["base_config"]
+__all__ = ["base_config", "student_of", "parse_variant"]
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -211,3 +211,31 @@ def two_step_run(c: ml_collections.ConfigDict, *, batch_size: int, num_samples: 
     c.train.checkpoint_every = 2
     c.train.eval_every = 0
     c.sample.num_samples = num_samples
+
+
+def parse_variant(variant: str, name: str, *, allowed: tuple[str, ...] = ("smoke",)) -> set[str]:
+    """The comma-separated parts of `variant` (e.g. "smoke"), each checked against `allowed`.
+
+    Raises:
+      ValueError: a part is not allowed (naming the config and the choices).
+    """
+    parts = {p for p in variant.split(",") if p}
+    if parts - set(allowed):
+        raise ValueError(f"Unknown variant {variant!r} of {name}; use '' or any of {sorted(allowed)}.")
+    return parts
+
+
+def student_of(teacher: str, *, smoke: bool) -> ml_collections.ConfigDict:
+    """A few-step student's starting config: the teacher experiment's config (its smoke variant for a
+    smoke run), so the student has the teacher's data, network, process and loss options, which it must
+    to start from the teacher's parameters (`gl_jax.families.build.build_consistency`/`build_progressive`).
+
+    Args:
+      teacher: the teacher's experiment name, e.g. "toy_vp".
+      smoke: start from the teacher's smoke variant (its small network and short run).
+    """
+    from gl_jax import experiments  # The configs package imports this module.
+
+    c = experiments.get_config(f"{teacher}:smoke" if smoke else teacher)
+    c.sample.options = ml_collections.ConfigDict()
+    return c

@@ -31,6 +31,12 @@ needs_fashion = pytest.mark.skipif(
         pytest.param("digits_phema", marks=pytest.mark.slow),
         pytest.param("toy_flow", marks=pytest.mark.slow),
         pytest.param("digits_weighting", marks=pytest.mark.slow),
+        # The few-step families through the loop: consistency distillation in the default run, the others
+        # (their parts tested in tests/families/test_few_step.py) with -m slow.
+        "toy_cd",
+        pytest.param("toy_ct", marks=pytest.mark.slow),
+        pytest.param("toy_pd", marks=pytest.mark.slow),
+        pytest.param("digits_pd", marks=pytest.mark.slow),
         pytest.param("fashion_mnist_vp", marks=[needs_fashion, pytest.mark.slow]),
     ],
 )
@@ -69,6 +75,7 @@ def test_all_configs_load():
         "toy_flow",
         "digits_weighting",
         "digits_guidance",
+        *(f"{data}_{method}" for data in ("toy", "digits", "fashion_mnist") for method in ("cd", "ct", "pd")),
     )
     for name in names:
         for variant in ("", "smoke"):

@@ -12,9 +12,11 @@ import ml_collections
 from gl_jax.families import build
 from gl_jax.families.autoregressive import Autoregressive
 from gl_jax.families.base import Family, Sampler
+from gl_jax.families.consistency import ConsistencyModel
 from gl_jax.families.diffusion import ScoreDiffusion
 from gl_jax.families.gan import GAN
 from gl_jax.families.latent import LatentDiffusion
+from gl_jax.families.progressive import ProgressiveDistillation
 from gl_jax.families.vae import VAE
 from gl_jax.registry import Registry
 from gl_jax.spec import DataSpec
@@ -29,6 +31,8 @@ __all__ = [
     "VAE",
     "Autoregressive",
     "LatentDiffusion",
+    "ConsistencyModel",
+    "ProgressiveDistillation",
 ]
 
 FAMILIES = Registry(
@@ -39,6 +43,8 @@ FAMILIES = Registry(
         "vae": build.build_vae,
         "autoregressive": build.build_autoregressive,
         "latent": build.build_latent,
+        "consistency": build.build_consistency,
+        "progressive": build.build_progressive,
     },
 )
 

@@ -15,13 +15,16 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from gl_jax.families.autoregressive import BYTE_VOCAB, AROptions, Autoregressive
 from gl_jax.families.base import Sampler
+from gl_jax.families.consistency import ConsistencyModel, ConsistencyOptions
 from gl_jax.families.diffusion import NOISE_CONDITIONS, ScoreDiffusion
 from gl_jax.families.gan import GAN, GANOptions
 from gl_jax.families.latent import LatentDiffusion, LatentOptions
+from gl_jax.families.progressive import ProgressiveDistillation, ProgressiveOptions
 from gl_jax.families.vae import VAE, VAEOptions, params_per_channel
 from gl_jax.losses.coupling import COUPLINGS
 from gl_jax.losses.score import TIME_SAMPLINGS, WEIGHTINGS
@@ -47,6 +50,9 @@ __all__ = [
     "LatentSource",
     "vae_from_options",
     "ParamsLoader",
+    "build_consistency",
+    "build_progressive",
+    "TeacherSource",
 ]
 
 T = TypeVar("T")
@@ -399,3 +405,141 @@ def build_latent(
         vae_params=vae_params,
         options=options,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherSource:
+    """Where a few-step family's teacher comes from (keys of `config.consistency` / `config.progressive`).
+
+    Attributes:
+      teacher_checkpoint: the diffusion run's workdir, its `checkpoints` folder, or one step folder in it;
+        the run's `config.model`, `config.sde` and `config.loss` must be this config's (the student is the
+        same network and starts from the teacher's parameters).
+      teacher_step: the checkpoint step to read (-1: the latest).
+      teacher_use_ema: read the EMA parameters (else the raw ones).
+      allow_random_teacher: with no `teacher_checkpoint`, use a randomly initialised teacher (smoke runs).
+    """
+
+    teacher_checkpoint: str = ""
+    teacher_step: int = -1
+    teacher_use_ema: bool = True
+    allow_random_teacher: bool = False
+
+
+def _split_teacher(config: ml_collections.ConfigDict, section: str, cls: type) -> tuple[TeacherSource, Any]:
+    """The section's teacher keys as a `TeacherSource` and the rest as `cls`, every key checked."""
+    if section not in config:
+        raise ValueError(
+            f"config.{section} is missing: family {config.family!r} reads its options from it (valid keys: "
+            f"{sorted(init_fields(cls) + init_fields(TeacherSource))}); see experiments/*_{section[:2]}*.py."
+        )
+    options = dict(plain(config[section]))
+    allowed = init_fields(cls) + init_fields(TeacherSource)
+    check_keys(options, allowed, where=f"config.{section}", what=cls.__name__)
+    teacher = {k: options.pop(k) for k in init_fields(TeacherSource) if k in options}
+    return TeacherSource(**teacher), options
+
+
+def _teacher_params(
+    source: TeacherSource,
+    student: ScoreDiffusion,
+    load_params: ParamsLoader | None,
+    *,
+    section: str,
+    needed: bool,
+):
+    """The teacher's parameters shaped like the student's, or None (a random teacher, or none needed)."""
+    if not source.teacher_checkpoint:
+        if needed and not source.allow_random_teacher:
+            raise ValueError(
+                f"config.{section}.teacher_checkpoint is empty: name the workdir of a trained diffusion run "
+                f"with this config's model, sde and loss (or set config.{section}.allow_random_teacher=True "
+                "for a smoke run)."
+            )
+        return None
+    if load_params is None:
+        raise ValueError(f"config.{section}.teacher_checkpoint is set but no parameter loader was given.")
+    target = jax.eval_shape(student.init, jax.random.key(0))
+    try:
+        return load_params(
+            source.teacher_checkpoint, target, step=source.teacher_step, use_ema=source.teacher_use_ema
+        )
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"{e} config.{section}.teacher_checkpoint must name the workdir of a trained diffusion run "
+            "(train the teacher's experiment first)."
+        ) from None
+    except ValueError as e:
+        raise ValueError(
+            f"{e} The student is the teacher's network: set config.model, config.sde and config.loss to "
+            "those of the run that wrote the teacher."
+        ) from None
+
+
+def build_consistency(
+    config: ml_collections.ConfigDict, spec: DataSpec, *, load_params: ParamsLoader | None = None
+):
+    """A consistency model (`config.consistency`; the student network from `config.model`/`sde`/`loss`, its
+    sampler from `config.sample`, e.g. "consistency" with 1 or 2 steps).
+
+    Args:
+      config: the experiment config.
+      spec: the dataset.
+      load_params: reads the teacher's parameters (CD with `config.consistency.teacher_checkpoint`).
+    """
+    source, options = _split_teacher(config, "consistency", ConsistencyOptions)
+    options.setdefault("total_steps", 0)
+    options["total_steps"] = options["total_steps"] or config.train.num_steps
+    options = typed_options(ConsistencyOptions, options, where="config.consistency")
+    student = build_score(config, spec)
+    with jax.ensure_compile_time_eval():  # Built inside traced code too (the state's creation).
+        end = jnp.asarray(student.sde.T)
+        top = float(student.sde.sigma(end) / student.sde.alpha(end))
+    if options.sigma_max > top * (1 + 1e-6):
+        raise ValueError(
+            f"config.consistency.sigma_max={options.sigma_max} is above the student process's largest noise "
+            f"level sigma/alpha = {top:.4g} at T; lower it to at most that."
+        )
+    if options.method != "cd" and source.teacher_checkpoint:
+        raise ValueError(
+            f"config.consistency.method={options.method!r} trains from data alone; clear "
+            "config.consistency.teacher_checkpoint or use method 'cd'."
+        )
+    needed = options.method == "cd"
+    teacher = _teacher_params(source, student, load_params, section="consistency", needed=needed)
+    return ConsistencyModel(
+        student=student,
+        options=options,
+        teacher_params=teacher,
+        sampler=student.sampler,
+        threshold=config.sample.threshold,
+    )
+
+
+def build_progressive(
+    config: ml_collections.ConfigDict, spec: DataSpec, *, load_params: ParamsLoader | None = None
+):
+    """Progressive distillation (`config.progressive`; the student network from `config.model`/`sde`/
+    `loss`, its sampler `config.sample`: "ddim" with the last round's steps on the uniform grid).
+
+    Args:
+      config: the experiment config.
+      spec: the dataset.
+      load_params: reads the teacher's parameters (`config.progressive.teacher_checkpoint`).
+    """
+    source, options = _split_teacher(config, "progressive", ProgressiveOptions)
+    options.setdefault("steps_per_round", 0)
+    rounds = options.get("rounds", ProgressiveOptions.rounds)
+    per_round = max(config.train.num_steps // max(rounds, 1), 1)
+    options["steps_per_round"] = options["steps_per_round"] or per_round
+    options = typed_options(ProgressiveOptions, options, where="config.progressive")
+    student = build_score(config, spec)
+    sample = config.sample
+    if sample.sampler == "ddim" and sample.steps != options.student_steps:
+        raise ValueError(
+            f"config.sample.steps={sample.steps}, but {options.rounds} rounds from "
+            f"config.progressive.teacher_steps={options.teacher_steps} give a student of "
+            f"{options.student_steps} DDIM steps; set config.sample.steps={options.student_steps}."
+        )
+    teacher = _teacher_params(source, student, load_params, section="progressive", needed=True)
+    return ProgressiveDistillation(student=student, options=options, teacher_params=teacher)

@@ -8,6 +8,7 @@ no host loop) and can be `jax.jit`-ed or `jax.vmap`-ed by the caller. The argume
 from gl_jax.registry import Registry
 from gl_jax.samplers.base import TIME_GRIDS, SampleResult, time_grid
 from gl_jax.samplers.conditional import classifier_guided_score, colorize, guided_score, inpaint
+from gl_jax.samplers.consistency import consistency_sampler
 from gl_jax.samplers.ddim import ddim
 from gl_jax.samplers.dpm_solver import dpm_solver, dpm_solver_pp
 from gl_jax.samplers.dpm_solver_multistep import dpm_solver_multistep
@@ -39,6 +40,7 @@ SAMPLERS = Registry(
         "dpm_solver_multistep": dpm_solver_multistep,
         "unipc": unipc,
         "ipndm": ipndm,
+        "consistency": consistency_sampler,
     },
     skip=("steps", "x_init"),
 )
@@ -55,6 +57,7 @@ __all__ = [
     "autoguided_score",
     "classifier_guided_score",
     "colorize",
+    "consistency_sampler",
     "counterfactual",
     "ddim",
     "detect",
