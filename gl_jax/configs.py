@@ -134,6 +134,9 @@ def base_config() -> ml_collections.ConfigDict:
     # an experiment replaces the whole dict. Empty: one setting "sample", config.sample's sampler.
     c.eval.settings = ml_collections.ConfigDict()
     c.eval.grid_size = 64  # Samples shown in each setting's grid.
+    # A setting with options {"grid": "fitted"} samples on time steps fitted to the model (gl_jax/samplers/
+    # time_steps.py) from this many starting points, fitted once per checkpoint into eval/time_steps.
+    c.eval.fit_batch_size = 64
     # Post-hoc EMA widths to evaluate (the first setting, each width's parameters reconstructed from the
     # run's snapshots, config.posthoc_ema): FID per sigma_rel in the report and eval/posthoc_ema.png.
     c.eval.posthoc_sigma_rels = ()

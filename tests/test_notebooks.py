@@ -36,8 +36,9 @@ def test_notebook_is_committed_without_outputs(path):
 # Kept out of the default run for time (`make test` on 2 cores; run them with `-m slow`): 04 trains five
 # families, each of which has its own tests (tests/families); 06 (~150 s) trains a classifier on synthetic
 # data, a private model and a watermarked sampler, whose parts have their own tests (tests/eval,
-# tests/train/test_privacy.py, tests/samplers).
-SLOW_NOTEBOOKS = {"04_families", "06_responsible_use"}
+# tests/train/test_privacy.py, tests/samplers); 02 (~55 s) and 03 (~35 s) compare samplers and likelihood
+# estimators that tests/samplers and tests/test_likelihood.py check against closed forms.
+SLOW_NOTEBOOKS = {"02_samplers", "03_likelihood", "04_families", "06_responsible_use"}
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,7 @@ import numpy as np
 from gl_jax import files, plots
 from gl_jax.data.pipeline import load_arrays
 from gl_jax.eval.features import Extractor
+from gl_jax.eval.fitted_grid import fitted_setting
 from gl_jax.eval.frechet import fid
 from gl_jax.eval.inception_score import inception_score
 from gl_jax.eval.memorisation import Novelty, memorised_fraction, novelty
@@ -451,6 +452,19 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
     settings = [resolve(s, config, run.family, run.spec) for s in settings]
     state = run.restore(workdir, purpose="evaluate")
     params, step = run.sampling_params(state), int(state.step)
+    # Settings with options.grid = "fitted": the grid fitted to these parameters (cached per checkpoint).
+    settings = [
+        fitted_setting(
+            run.family,
+            params,
+            s,
+            fingerprint={"checkpoint_step": step, "use_ema": bool(config.sample.use_ema)},
+            folder=os.path.join(workdir, "eval", "time_steps"),
+            key=jax.random.fold_in(jax.random.key(config.seed), 7),
+            batch_size=int(config.eval.get("fit_batch_size", 64)),
+        )
+        for s in settings
+    ]
     # The post-hoc EMA sweep's snapshots, read (and their absence refused) before anything slow.
     snapshot_steps = _snapshot_steps(config, workdir, step) if config.eval.get("posthoc_sigma_rels") else None
     out_dir = os.path.join(workdir, "eval")

@@ -99,6 +99,11 @@ def time_grid(
         if ts.shape != (steps + 1,) or t_start is not None:
             raise ValueError(f"A grid array needs shape ({steps + 1},) and no t_start, got {ts.shape}.")
         return ts
+    if grid == "fitted":
+        raise ValueError(
+            "grid='fitted' is fitted to a model by `--mode eval` (an eval setting's options); elsewhere pass "
+            "the array of gl_jax.samplers.fit_time_steps or a named grid."
+        )
     if grid not in TIME_GRIDS:
         raise ValueError(f"Unknown time grid {grid!r}; choose one of {TIME_GRIDS}.")
     t0 = sde.T if t_start is None else t_start

@@ -1,6 +1,7 @@
 """DPM-Solver, DPM-Solver++ and UniPC with exact Gaussian-mixture scores: convergence order against a
 reference solution of the probability-flow ODE, sample quality, process-agnosticism, nfe, jit and vmap."""
 
+import functools
 import json
 import os
 import subprocess
@@ -82,7 +83,9 @@ def reference(score_fn, x_init, n):
 
 
 out = {}
-for name, gmm in (("ring_2d", ring_mixture()), ("random_16d", random_mixture(16))):
+problems = {"ring_2d": ring_mixture, "random_16d": lambda: random_mixture(16)}
+for name in sys.argv[1:]:
+    gmm = problems[name]()
     score = gmm.score_fn(sde)
     x_init = jax.random.normal(jax.random.key(0), (256, gmm.dim), jnp.float64)
     ref = reference(score, x_init, 4000)
@@ -102,17 +105,20 @@ print("RESULT" + json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def convergence_errors():
-    # Little XLA optimisation: compiling 32 small programs dominates the run time.
+@functools.cache
+def _convergence_errors(problem: str) -> dict:
+    # Little XLA optimisation: compiling 18 small programs per problem dominates the run time.
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     env = dict(os.environ, JAX_ENABLE_X64="1", XLA_FLAGS=flags)
-    proc = subprocess.run(
-        [sys.executable, "-c", _CONVERGENCE_SCRIPT], capture_output=True, text=True, cwd=REPO, env=env
-    )
+    command = [sys.executable, "-c", _CONVERGENCE_SCRIPT, problem]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr[-5000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
-    return json.loads(line[len("RESULT") :])
+    return json.loads(line[len("RESULT") :])[problem]
+
+
+# The 16-D mixture repeats the 2-D ring's check in more dimensions (~45 s of compilation): -m slow.
+PROBLEMS = ["ring_2d", pytest.param("random_16d", marks=pytest.mark.slow)]
 
 
 def _slope(errors):
@@ -120,10 +126,10 @@ def _slope(errors):
     return -np.polyfit(np.log(CONVERGENCE_STEPS), np.log(errors), 1)[0]
 
 
-@pytest.mark.parametrize("problem", ["ring_2d", "random_16d"])
+@pytest.mark.parametrize("problem", PROBLEMS)
 @pytest.mark.parametrize("method", list(METHODS))
-def test_convergence_order(convergence_errors, problem, method):
-    result = convergence_errors[problem]
+def test_convergence_order(problem, method):
+    result = _convergence_errors(problem)
     errors = result["errors"][method]
     # The RK4 reference (4000 steps) differs from a 2000-step one by ~1e-11; solver errors are >= 5e-10.
     assert result["reference_error"] < 5e-11
@@ -132,12 +138,12 @@ def test_convergence_order(convergence_errors, problem, method):
     assert abs(_slope(errors) - order) < 0.3, (method, problem, errors, _slope(errors))
 
 
-@pytest.mark.parametrize("problem", ["ring_2d", "random_16d"])
-def test_higher_order_multistep_beats_lower_order(convergence_errors, problem):
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_higher_order_multistep_beats_lower_order(problem):
     """The order-3 multistep formulas are more accurate than order 2 at every step count, warm-up included.
 
     Both 3M variants, the reference implementation's second-order one included."""
-    errors = convergence_errors[problem]["errors"]
+    errors = _convergence_errors(problem)["errors"]
     for third_order in ("dpm_solver_pp_3m", "dpm_solver_pp_3m_taylor"):
         assert np.all(np.array(errors[third_order]) < 0.5 * np.array(errors["dpm_solver_pp_2m"]))
     assert np.all(np.array(errors["unipc_3"]) < 0.5 * np.array(errors["unipc_2"]))
