@@ -31,9 +31,9 @@ needs_fashion = pytest.mark.skipif(
         pytest.param("digits_phema", marks=pytest.mark.slow),
         pytest.param("toy_flow", marks=pytest.mark.slow),
         pytest.param("digits_weighting", marks=pytest.mark.slow),
-        # The few-step families through the loop: consistency distillation in the default run, the others
-        # (their parts tested in tests/families/test_few_step.py) with -m slow.
-        "toy_cd",
+        # The few-step families through the loop (tests/families/test_few_step.py trains toy_cd from a
+        # teacher run in the default run).
+        pytest.param("toy_cd", marks=pytest.mark.slow),
         pytest.param("toy_ct", marks=pytest.mark.slow),
         pytest.param("toy_pd", marks=pytest.mark.slow),
         pytest.param("digits_pd", marks=pytest.mark.slow),

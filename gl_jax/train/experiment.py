@@ -225,6 +225,9 @@ class Experiment:
     def state_sharding(self) -> TrainState:
         """The state's layout on the mesh, sharded over "fsdp" by `parallel.fsdp_spec` (replicated when
         config.mesh.fsdp is 1)."""
+        # The family is built here, not inside the traced `_create_state`: building may read another
+        # run's checkpoint (a latent run's autoencoder, a student's teacher), which needs concrete arrays.
+        _ = self.family
         return parallel.state_shardings(jax.eval_shape(self._create_state, self.init_key), self.mesh)
 
     def init_state(self) -> TrainState:

@@ -423,3 +423,26 @@ def test_pd_rounds_match_the_teachers_ddim(dim):
     )
     # Measured: 0.0032 vs 0.371 (2-D), 0.124 vs 0.537 (16-D, 1,000 updates per round of a 128-wide MLP).
     assert rms(x_student, x_teacher) < {2: 0.05, 16: 0.35}[dim] * rms(x_few, x_teacher)
+
+
+def test_cd_from_a_teacher_run_keeps_it_bitwise_and_loads_as_a_run(tmp_path, data_dir):
+    """A real teacher run, a CD run reading its checkpoint (config.consistency.teacher_checkpoint), and the
+    student run opened by `load_run` (which builds the family, and reads the teacher, outside any trace)."""
+    from gl_jax.train.loop import train_and_evaluate
+    from gl_jax.trained import load_run
+    from tests.conftest import load_config
+
+    teacher_config = load_config("toy_vp", "smoke")
+    teacher_config.data.data_dir = data_dir
+    train_and_evaluate(teacher_config, str(tmp_path / "teacher"))
+    config = load_config("toy_cd", "smoke")
+    config.data.data_dir = data_dir
+    config.consistency.allow_random_teacher = False
+    config.consistency.teacher_checkpoint = str(tmp_path / "teacher")
+    train_and_evaluate(config, str(tmp_path / "student"))
+    student = load_run(str(tmp_path / "student"), ema=False)
+    teacher = load_run(str(tmp_path / "teacher"))
+    chex.assert_trees_all_equal(student.params["teacher"], teacher.params)  # Bitwise, after 20 updates.
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), student.params["student"], teacher.params)
+    assert max(jax.tree.leaves(moved)) > 1e-4
+    assert student.sample(jax.random.key(0), 8).shape == (8, 2)
