@@ -17,39 +17,11 @@ measured on this data; tests/families/test_few_step.py measures CD with an exact
 
 import ml_collections
 
-from gl_jax.configs import parse_variant, student_of
+from gl_jax.configs import consistency_config, parse_variant
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     smoke = "smoke" in parse_variant(variant, "digits_cd")
-    c = student_of("digits_vp", smoke=smoke)
-    c.family = "consistency"
-    c.consistency = ml_collections.ConfigDict(
-        dict(
-            method="cd",
-            teacher_checkpoint="runs/digits_vp",
-            num_levels=18,
-            target_decay=0.95,
-            sigma_min=0.002,
-            sigma_max=80.0,
-        )
+    return consistency_config(
+        "digits_vp", method="cd", smoke=smoke, num_steps=2000, lr=1e-4, teacher_run="runs/digits_vp"
     )
-    c.optim.lr = 1e-4
-    c.optim.warmup_steps = 0
-    c.optim.schedule = "constant"
-    c.train.ema_decay = 0.99
-    c.sample.sampler = "consistency"
-    c.sample.steps = 1
-    c.eval.bpd_examples = 0
-    c.eval.settings = ml_collections.ConfigDict(
-        {f"cm_{k}": dict(sampler="consistency", steps=k) for k in (1, 2, 4)}
-    )
-    if smoke:
-        c.consistency.teacher_checkpoint = ""
-        c.consistency.allow_random_teacher = True
-        c.eval.settings = ml_collections.ConfigDict(dict(cm_1=dict(sampler="consistency", steps=1)))
-    else:
-        c.train.num_steps = 2000
-        c.train.checkpoint_every = 1000
-        c.train.eval_every = 1500
-    return c

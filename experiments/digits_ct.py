@@ -18,31 +18,13 @@ measures iCT and CT on Gaussian mixtures).
 
 import ml_collections
 
-from gl_jax.configs import parse_variant, student_of
+from gl_jax.configs import consistency_config, parse_variant
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     parts = parse_variant(variant, "digits_ct", allowed=("smoke", "ct"))
     smoke = "smoke" in parts
-    c = student_of("digits_vp", smoke=smoke)
-    c.family = "consistency"
-    c.loss.prediction = "v"
     method = "ct" if "ct" in parts else "ict"
-    c.consistency = ml_collections.ConfigDict(dict(method=method, sigma_min=0.002, sigma_max=80.0))
-    c.optim.lr = 2e-4
-    c.optim.warmup_steps = 100
-    c.optim.schedule = "constant"
-    c.train.ema_decay = 0.99
-    c.sample.sampler = "consistency"
-    c.sample.steps = 1
-    c.eval.bpd_examples = 0
-    c.eval.settings = ml_collections.ConfigDict(
-        {f"cm_{k}": dict(sampler="consistency", steps=k) for k in (1, 2, 4)}
+    return consistency_config(
+        "digits_vp", method=method, smoke=smoke, num_steps=4000, lr=2e-4, prediction="v"
     )
-    if smoke:
-        c.eval.settings = ml_collections.ConfigDict(dict(cm_1=dict(sampler="consistency", steps=1)))
-    else:
-        c.train.num_steps = 4000
-        c.train.checkpoint_every = 1000
-        c.train.eval_every = 3000
-    return c

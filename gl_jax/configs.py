@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-__all__ = ["base_config", "student_of", "parse_variant"]
+__all__ = ["base_config", "student_of", "parse_variant", "consistency_config", "progressive_config"]
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -241,4 +241,113 @@ def student_of(teacher: str, *, smoke: bool) -> ml_collections.ConfigDict:
 
     c = experiments.get_config(f"{teacher}:smoke" if smoke else teacher)
     c.sample.options = ml_collections.ConfigDict()
+    return c
+
+
+def _few_step_run(
+    c: ml_collections.ConfigDict, *, smoke: bool, num_steps: int, lr: float, warmup: int
+) -> None:
+    """The optimiser, EMA and run length a few-step student shares (the smoke run keeps the teacher's)."""
+    c.optim.lr = lr
+    c.optim.warmup_steps = warmup
+    c.optim.schedule = "constant"
+    c.train.ema_decay = 0.99
+    c.eval.bpd_examples = 0
+    if not smoke:
+        c.train.num_steps = num_steps
+        c.train.checkpoint_every = num_steps // 4
+        c.train.eval_every = num_steps // 2
+
+
+def consistency_config(
+    teacher: str,
+    *,
+    method: str,
+    smoke: bool,
+    num_steps: int,
+    lr: float,
+    teacher_run: str = "",
+    prediction: str = "",
+) -> ml_collections.ConfigDict:
+    """A consistency model (`config.family = "consistency"`) on a diffusion experiment's data and network.
+
+    One-step sampling by default; `--mode eval` compares 1, 2 and 4 steps (`cm_1`, `cm_2`, `cm_4`). CD uses
+    N = 18 levels and a target EMA of 0.95 (Song et al. 2023, CIFAR-10); CT and iCT their curricula
+    (`gl_jax.families.consistency`). The smoke variant distils a random teacher.
+
+    Args:
+      teacher: the diffusion experiment whose data and network the student takes (`student_of`).
+      method: "cd", "ct" or "ict".
+      smoke: the teacher's smoke sizes and run length.
+      num_steps: training updates (the curricula span them).
+      lr: Adam's learning rate (constant).
+      teacher_run: CD's teacher workdir.
+      prediction: the student's parametrisation ("": the teacher's; "v" for training from scratch).
+    """
+    c = student_of(teacher, smoke=smoke)
+    c.family = "consistency"
+    if prediction:
+        c.loss.prediction = prediction
+    c.consistency = ml_collections.ConfigDict(dict(method=method, sigma_min=0.002, sigma_max=80.0))
+    if method == "cd":
+        c.consistency.update(dict(teacher_checkpoint=teacher_run, num_levels=18, target_decay=0.95))
+        if smoke:
+            c.consistency.update(dict(teacher_checkpoint="", allow_random_teacher=True))
+    _few_step_run(c, smoke=smoke, num_steps=num_steps, lr=lr, warmup=0 if method == "cd" else 100)
+    c.sample.sampler = "consistency"
+    c.sample.steps = 1
+    steps = (1,) if smoke else (1, 2, 4)
+    c.eval.settings = ml_collections.ConfigDict(
+        {f"cm_{k}": dict(sampler="consistency", steps=k) for k in steps}
+    )
+    return c
+
+
+def progressive_config(
+    teacher: str,
+    *,
+    smoke: bool,
+    teacher_run: str,
+    teacher_steps: int,
+    rounds: int,
+    num_steps: int,
+    lr: float = 3e-4,
+) -> ml_collections.ConfigDict:
+    """Progressive distillation (`config.family = "progressive"`) of a diffusion experiment's eps-prediction
+    network into a v-prediction student, all rounds in one run (`gl_jax.families.progressive`).
+
+    The student samples with DDIM on the uniform grid at the last round's steps. The smoke variant distils
+    a random teacher from 8 steps to 2.
+
+    Args:
+      teacher: the diffusion experiment whose data and network the student takes (`student_of`).
+      smoke: the teacher's smoke sizes and run length.
+      teacher_run: the teacher's workdir.
+      teacher_steps: the teacher's DDIM steps.
+      rounds: how many times they are halved (`num_steps` divided evenly between the rounds).
+      num_steps: training updates.
+      lr: Adam's learning rate (constant).
+    """
+    c = student_of(teacher, smoke=smoke)
+    c.family = "progressive"
+    c.loss.prediction = "v"
+    if smoke:
+        teacher_run, teacher_steps, rounds = "", 8, 2
+    c.progressive = ml_collections.ConfigDict(
+        dict(
+            teacher_checkpoint=teacher_run,
+            allow_random_teacher=smoke,
+            teacher_prediction="eps",
+            teacher_steps=teacher_steps,
+            rounds=rounds,
+        )
+    )
+    _few_step_run(c, smoke=smoke, num_steps=num_steps, lr=lr, warmup=0)
+    student_steps = teacher_steps // 2**rounds
+    c.sample.sampler = "ddim"
+    c.sample.steps = student_steps
+    c.sample.options = ml_collections.ConfigDict(dict(grid="uniform"))
+    c.eval.settings = ml_collections.ConfigDict(
+        {f"ddim_{student_steps}": dict(sampler="ddim", steps=student_steps, options=dict(grid="uniform"))}
+    )
     return c
