@@ -141,6 +141,37 @@ def check_threshold(threshold: str, spec: DataSpec, *, where: str) -> None:
         )
 
 
+def _read_run(
+    load_params: ParamsLoader | None,
+    init: Callable[[jax.Array], Any],
+    path: str,
+    *,
+    step: int,
+    use_ema: bool,
+    where: str,
+    missing: str,
+    mismatch: str,
+) -> Any:
+    """Another run's parameters, shaped like `init`'s, with one-line errors naming the config key.
+
+    Args:
+      load_params: the reader (`gl_jax.train.saved_params.load_params`).
+      init: the parameters' initialiser, for their expected shapes.
+      path, step, use_ema: which run, checkpoint and copy to read.
+      where: the config key that names the run, for messages.
+      missing: the fix when no checkpoint is there; mismatch: the fix when its shapes differ.
+    """
+    if load_params is None:
+        raise ValueError(f"{where} is set but no parameter loader was given.")
+    target = jax.eval_shape(init, jax.random.key(0))
+    try:
+        return load_params(path, target, step=step, use_ema=use_ema)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e} {where} must name {missing}") from None
+    except ValueError as e:
+        raise ValueError(f"{e} {mismatch}") from None
+
+
 def build_score(
     config: ml_collections.ConfigDict, spec: DataSpec, *, load_params: ParamsLoader | None = None
 ):
@@ -214,8 +245,6 @@ def build_score(
 def _with_guide(family: ScoreDiffusion, sample: ml_collections.ConfigDict, load_params: ParamsLoader | None):
     """`family` autoguided by the run at `config.sample.guide_checkpoint` (its `guide_model`, else the same
     network), read at `guide_step`."""
-    if load_params is None:
-        raise ValueError("config.sample.guide_checkpoint is set but no parameter loader was given.")
     if family.guidance != 1.0:
         raise ValueError(
             f"config.sample.guidance={family.guidance} and config.sample.guide_checkpoint both guide the "
@@ -225,20 +254,17 @@ def _with_guide(family: ScoreDiffusion, sample: ml_collections.ConfigDict, load_
     if sample.guide_model:
         guide_model = _from_section(MODELS, sample.guide_model, where="config.sample.guide_model")
     guided = dataclasses.replace(family, guide_model=guide_model, autoguidance=float(sample.guide_weight))
-    target = jax.eval_shape(guided._guide().init, jax.random.key(0))
-    try:
-        guide_params = load_params(
-            sample.guide_checkpoint, target, step=sample.guide_step, use_ema=sample.guide_use_ema
-        )
-    except FileNotFoundError as e:
-        raise FileNotFoundError(
-            f"{e} config.sample.guide_checkpoint must name the workdir of a trained run of this task (this "
-            "run's own, with config.sample.guide_step at an early checkpoint, or a smaller one's)."
-        ) from None
-    except ValueError as e:
-        raise ValueError(
-            f"{e} Set config.sample.guide_model to the config.model of the run that wrote the guide."
-        ) from None
+    guide_params = _read_run(
+        load_params,
+        guided._guide().init,
+        sample.guide_checkpoint,
+        step=sample.guide_step,
+        use_ema=sample.guide_use_ema,
+        where="config.sample.guide_checkpoint",
+        missing="the workdir of a trained run of this task (this run's own, with config.sample.guide_step at "
+        "an early checkpoint, or a smaller one's).",
+        mismatch="Set config.sample.guide_model to the config.model of the run that wrote the guide.",
+    )
     return dataclasses.replace(guided, guide_params=guide_params)
 
 
@@ -375,23 +401,18 @@ def build_latent(
         spec, name=f"latents of {spec.name}", shape=vae.latent_shape, levels=None, num_classes=None
     )
     if source.vae_checkpoint:
-        if load_params is None:
-            raise ValueError("config.latent.vae_checkpoint is set but no parameter loader was given.")
-        target = jax.eval_shape(vae.init, jax.random.key(0))
-        try:
-            vae_params = load_params(
-                source.vae_checkpoint, target, step=source.vae_step, use_ema=source.vae_use_ema
-            )
-        except FileNotFoundError as e:
-            raise FileNotFoundError(
-                f"{e} config.latent.vae_checkpoint must name the workdir of a trained VAE run (train one "
-                "with the matching experiments/*_vae.py first)."
-            ) from None
-        except ValueError as e:
-            raise ValueError(
-                f"{e} Set config.latent.vae_model and config.latent.vae to the config.model and config.vae "
-                "of the run that wrote it, or name another step with config.latent.vae_step."
-            ) from None
+        vae_params = _read_run(
+            load_params,
+            vae.init,
+            source.vae_checkpoint,
+            step=source.vae_step,
+            use_ema=source.vae_use_ema,
+            where="config.latent.vae_checkpoint",
+            missing="the workdir of a trained VAE run (train one with the matching experiments/*_vae.py "
+            "first).",
+            mismatch="Set config.latent.vae_model and config.latent.vae to the config.model and config.vae "
+            "of the run that wrote it, or name another step with config.latent.vae_step.",
+        )
     elif source.allow_random_vae:
         vae_params = None
     else:
@@ -457,23 +478,17 @@ def _teacher_params(
                 "for a smoke run)."
             )
         return None
-    if load_params is None:
-        raise ValueError(f"config.{section}.teacher_checkpoint is set but no parameter loader was given.")
-    target = jax.eval_shape(student.init, jax.random.key(0))
-    try:
-        return load_params(
-            source.teacher_checkpoint, target, step=source.teacher_step, use_ema=source.teacher_use_ema
-        )
-    except FileNotFoundError as e:
-        raise FileNotFoundError(
-            f"{e} config.{section}.teacher_checkpoint must name the workdir of a trained diffusion run "
-            "(train the teacher's experiment first)."
-        ) from None
-    except ValueError as e:
-        raise ValueError(
-            f"{e} The student is the teacher's network: set config.model, config.sde and config.loss to "
-            "those of the run that wrote the teacher."
-        ) from None
+    return _read_run(
+        load_params,
+        student.init,
+        source.teacher_checkpoint,
+        step=source.teacher_step,
+        use_ema=source.teacher_use_ema,
+        where=f"config.{section}.teacher_checkpoint",
+        missing="the workdir of a trained diffusion run (train the teacher's experiment first).",
+        mismatch="The student is the teacher's network: set config.model, config.sde and config.loss to "
+        "those of the run that wrote the teacher.",
+    )
 
 
 def build_consistency(
