@@ -1,10 +1,11 @@
 """Consistency distillation (Song et al. 2023, CD) of the digits_vp diffusion model on scikit-learn's 8x8
 digits.
 
-The student is digits_vp's network on its VP process, read in EDM's sigma space with the consistency
-boundary condition, and starts from the teacher's parameters; each loss term compares it at sigma_{n+1}
-with its EMA target (mu = 0.95) one teacher Heun step lower, on N = 18 levels
-(gl_jax/families/consistency.py).
+The student is digits_vp's network on its VP process, read as v-prediction in EDM's sigma space with the
+consistency boundary condition (the teacher read as the eps-prediction it was trained for: an eps-
+parametrised student would multiply its error by sigma / alpha ~ 80 at the top level), and starts from the
+teacher's parameters; each loss term compares it at sigma_{n+1} with its EMA target (mu = 0.95) one
+teacher Heun step lower, on N = 18 levels (gl_jax/families/consistency.py).
 
 Launch (train the teacher first):
   gl-jax --config experiments/digits_vp.py --workdir runs/digits_vp
@@ -23,5 +24,11 @@ from gl_jax.configs import consistency_config, parse_variant
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     smoke = "smoke" in parse_variant(variant, "digits_cd")
     return consistency_config(
-        "digits_vp", method="cd", smoke=smoke, num_steps=2000, lr=1e-4, teacher_run="runs/digits_vp"
+        "digits_vp",
+        method="cd",
+        smoke=smoke,
+        num_steps=2000,
+        lr=1e-4,
+        prediction="v",
+        teacher_run="runs/digits_vp",
     )

@@ -1,10 +1,11 @@
 """Consistency distillation (Song et al. 2023, CD) of the fashion_mnist_ddpmpp diffusion model on Fashion-
 MNIST.
 
-The student is fashion_mnist_ddpmpp's network on its VP process, read in EDM's sigma space with the
-consistency boundary condition, and starts from the teacher's parameters; each loss term compares it at
-sigma_{n+1} with its EMA target (mu = 0.95) one teacher Heun step lower, on N = 18 levels
-(gl_jax/families/consistency.py).
+The student is fashion_mnist_ddpmpp's network on its VP process, read as v-prediction in EDM's sigma space
+with the consistency boundary condition (the teacher read as the eps-prediction it was trained for: an
+eps-parametrised student would multiply its error by sigma / alpha ~ 80 at the top level), and starts from
+the teacher's parameters; each loss term compares it at sigma_{n+1} with its EMA target (mu = 0.95) one
+teacher Heun step lower, on N = 18 levels (gl_jax/families/consistency.py).
 
 Launch (train the teacher first):
   gl-jax --config experiments/fashion_mnist_ddpmpp.py --workdir runs/fashion_mnist_ddpmpp
@@ -28,5 +29,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         smoke=smoke,
         num_steps=2000,
         lr=1e-4,
+        prediction="v",
         teacher_run="runs/fashion_mnist_ddpmpp",
     )

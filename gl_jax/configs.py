@@ -282,15 +282,19 @@ def consistency_config(
       num_steps: training updates (the curricula span them).
       lr: Adam's learning rate (constant).
       teacher_run: CD's teacher workdir.
-      prediction: the student's parametrisation ("": the teacher's; "v" for training from scratch).
+      prediction: the student's parametrisation ("": the teacher's). "v" for an eps teacher: at high noise
+        an eps-parametrised consistency function multiplies the network's error by sigma / alpha.
     """
     c = student_of(teacher, smoke=smoke)
+    teacher_prediction = c.loss.prediction
     c.family = "consistency"
     if prediction:
         c.loss.prediction = prediction
     c.consistency = ml_collections.ConfigDict(dict(method=method, sigma_min=0.002, sigma_max=80.0))
     if method == "cd":
         c.consistency.update(dict(teacher_checkpoint=teacher_run, num_levels=18, target_decay=0.95))
+        if prediction and prediction != teacher_prediction:  # The teacher is read as it was trained.
+            c.consistency.teacher_prediction = teacher_prediction
         if smoke:
             c.consistency.update(dict(teacher_checkpoint="", allow_random_teacher=True))
     _few_step_run(c, smoke=smoke, num_steps=num_steps, lr=lr, warmup=0 if method == "cd" else 100)

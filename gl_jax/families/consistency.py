@@ -38,6 +38,7 @@ from gl_jax.losses.consistency import (
     ct_target_decay,
     ict_num_levels,
 )
+from gl_jax.parametrization import PREDICTIONS
 from gl_jax.samplers import SampleResult
 from gl_jax.samplers.consistency import consistency_sampler
 from gl_jax.samplers.thresholding import thresholded_score
@@ -69,6 +70,10 @@ class ConsistencyOptions:
       distance: "l2" or "pseudo_huber" ("": l2 for cd and ct, pseudo_huber for ict).
       huber_c: pseudo-Huber's c (0: 0.00054 sqrt(d)).
       p_mean, p_std: iCT's log-normal level sampling.
+      teacher_prediction: what CD's teacher network predicts ("": the student's `prediction`). A student
+        that reads the teacher's eps network as v (as progressive distillation does): at sigma = 80 an
+        eps-parametrised denoiser multiplies the network's error by sigma / alpha, a v-parametrised one
+        does not, and at low noise v ~ eps, so the teacher's weights still start the student near it.
     """
 
     method: str = "cd"
@@ -85,8 +90,11 @@ class ConsistencyOptions:
     huber_c: float = 0.0
     p_mean: float = -1.1
     p_std: float = 2.0
+    teacher_prediction: str = ""
 
     def __post_init__(self):
+        if self.teacher_prediction:
+            PREDICTIONS.lookup(self.teacher_prediction, where="teacher_prediction")
         if self.method not in CONSISTENCY_METHODS:
             raise ValueError(f"Unknown method {self.method!r}; choose one of {CONSISTENCY_METHODS}.")
         if not 0.0 < self.sigma_min < self.sigma_max:
@@ -195,7 +203,12 @@ class ConsistencyModel(Family):
         num = self.num_levels(progress)
         online = self.consistency_fn(params["student"])
         target = online if o.method == "ict" else self.consistency_fn(sg(params["target"]))
-        teacher = sigma_denoiser(self.student, sg(params["teacher"])) if o.method == "cd" else None
+        teacher = None
+        if o.method == "cd":
+            reader = dataclasses.replace(
+                self.student, prediction=o.teacher_prediction or self.student.prediction
+            )
+            teacher = sigma_denoiser(reader, sg(params["teacher"]))
         ict = o.method == "ict"
         loss, metrics = consistency_loss(
             keys,

@@ -446,3 +446,19 @@ def test_cd_from_a_teacher_run_keeps_it_bitwise_and_loads_as_a_run(tmp_path, dat
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), student.params["student"], teacher.params)
     assert max(jax.tree.leaves(moved)) > 1e-4
     assert student.sample(jax.random.key(0), 8).shape == (8, 2)
+
+
+def test_cd_reads_the_teacher_in_its_own_parametrisation():
+    student = _edm_student(Linear())
+    loss = {}
+    for reads in ("", "x0", "eps"):
+        fam = ConsistencyModel(
+            student=student, options=ConsistencyOptions(method="cd", teacher_prediction=reads)
+        )
+        params = fam.init(jax.random.key(0))
+        params["teacher"] = _perturb(params["teacher"], 3)
+        loss[reads] = float(fam.loss(params, {"x": jnp.asarray(BATCH)}, KEYS)[0])
+    assert loss[""] == loss["x0"]  # The student's own parametrisation by default.
+    assert abs(loss["eps"] - loss["x0"]) > 1e-3 * loss["x0"]
+    with pytest.raises(ValueError, match="teacher_prediction"):
+        ConsistencyOptions(teacher_prediction="noise")
