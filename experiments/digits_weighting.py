@@ -19,24 +19,13 @@ Target: digit-like samples with DDIM-50 (not yet measured against digits_vp's si
 
 import ml_collections
 
-from gl_jax.configs import base_config
+from gl_jax.configs import parse_variant, student_of
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    parts = [p for p in variant.split(",") if p]
-    if any(p not in ("smoke", "min_snr") for p in parts):
-        raise ValueError(
-            f"Unknown variant {variant!r} of digits_weighting; use '', min_snr, smoke or min_snr,smoke."
-        )
-    c = base_config()
-    c.data.name = "sklearn_digits"
-    c.data.batch_size = 128
-    c.model = ml_collections.ConfigDict(
-        dict(
-            name="small_unet", channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4,)
-        )
-    )
-    c.sde = ml_collections.ConfigDict(dict(name="vp", beta_min=0.1, beta_max=20.0))
+    parts = parse_variant(variant, "digits_weighting", allowed=("smoke", "min_snr"))
+    smoke = "smoke" in parts
+    c = student_of("digits_vp", smoke=smoke)  # digits_vp's data, network, process and run, then:
     c.loss.prediction = "v"
     c.loss.time_sampling = "log_snr"
     if "min_snr" in parts:
@@ -45,35 +34,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     else:
         c.loss.weighting = "sigmoid"
         c.loss.weighting_options = ml_collections.ConfigDict(dict(bias=2.0))
-    c.optim.lr = 2e-3
-    c.optim.warmup_steps = 100
-    c.optim.schedule = "cosine"
-    c.optim.min_lr_ratio = 0.05
-    c.train.num_steps = 3500
-    c.train.log_every = 50
-    c.train.checkpoint_every = 500
-    c.train.eval_every = 1750
-    c.train.ema_decay = 0.995
     c.sample.sampler = "ddim"
-    c.sample.steps = 50
-    c.sample.num_samples = 100
-    c.eval.num_samples = 2000
+    c.sample.steps = 10 if smoke else 50
     c.eval.bpd_examples = 0
-    c.eval.settings = ml_collections.ConfigDict(dict(ddim_50=dict(sampler="ddim", steps=50)))
-    if "smoke" in parts:
-        c.model.channels = 4
-        c.data.batch_size = 32
-        c.train.num_steps = 20
-        c.train.steps_per_call = 2
-        c.train.log_every = 10
-        c.train.checkpoint_every = 10
-        c.train.eval_every = 0
-        c.sample.steps = 10
-        c.sample.num_samples = 16
-        c.stats.max_images = 32
-        c.eval.num_samples = 32
-        c.eval.batch_size = 16
-        c.eval.grid_size = 16
-        c.eval.kid_subsets = 10
-        c.eval.settings = ml_collections.ConfigDict(dict(ddim_10=dict(sampler="ddim", steps=10)))
+    steps = c.sample.steps
+    c.eval.settings = ml_collections.ConfigDict({f"ddim_{steps}": dict(sampler="ddim", steps=steps)})
     return c
