@@ -139,7 +139,10 @@ def test_eval_report_of_a_conditional_model_has_usefulness_and_memorisation(tmp_
 
     useful = report["usefulness"]
     assert useful["num_samples"] == 40 and useful["per_class"] == 4 and useful["num_test"] == 360
-    assert useful["sampling"]["guidance"] == config.sample.guidance and useful["nfe"] == 5
+    # Network evaluations: classifier-free guidance evaluates the conditional and unconditional model at each
+    # of the 5 steps (guidance 2, no interval).
+    assert config.sample.guidance != 1 and not config.sample.guidance_interval
+    assert useful["sampling"]["guidance"] == config.sample.guidance and useful["nfe"] == 2 * 5
     assert 0 <= useful["cas"] <= 1 and useful["real_accuracy"] > 0.8
     assert useful["augmentation"]["num_real"] == [10, 143, 1437]
     assert len(useful["augmentation"]["real_and_synthetic"]) == 3 and useful["classifier"]["steps"] == 100
