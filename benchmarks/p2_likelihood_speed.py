@@ -19,15 +19,17 @@ Run (after `make bench-install`):  .venv/bin/python -m benchmarks.p2_likelihood_
 
 from __future__ import annotations
 
+import argparse
 import math
-import statistics
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import integrate
 
+from benchmarks import _timing
 from gl_jax.analytic import GaussianMixture, random_mixture
 from gl_jax.likelihood import draw_probes, hutchinson_divergence, ode_log_likelihood
 from gl_jax.samplers.ode import probability_flow_drift
@@ -87,17 +89,31 @@ def torch_denoiser(gmm: GaussianMixture, weights: dict):
     return model
 
 
-def timed(fn, repeats: int = 3) -> tuple[float, object]:
-    out = fn()  # Warm-up / compilation.
-    times = []
-    for _ in range(repeats):
+def eval_in_loop(fn: Callable, x: jax.Array, t: jax.Array, *, count: int = 50) -> Callable[[], float]:
+    """A callable timing one evaluation of `fn(x, t) -> (dx, div)` as a compiled solver loop pays it.
+
+    `count` evaluations chained in one `lax.fori_loop` (each input depends on the previous output, so XLA
+    cannot hoist the work out of the loop), timed as a whole and divided by `count`: no dispatch, no host
+    round trip, which a call of the jitted function alone would add to every evaluation.
+    """
+
+    def body(_, state):
+        x, acc = state
+        dx, div = fn(x, t)
+        return x + 1e-6 * dx, acc + div
+
+    loop = jax.jit(lambda x: jax.lax.fori_loop(0, count, body, (x, jnp.zeros(x.shape[:1], x.dtype))))
+    loop(x)  # Compiles.
+
+    def timed() -> float:
         start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        jax.block_until_ready(loop(x))
+        return (time.perf_counter() - start) / count
+
+    return timed
 
 
-def bench_case(name: str, shape: tuple[int, ...]) -> list[tuple]:
+def bench_case(name: str, shape: tuple[int, ...], *, repeats: int) -> list[tuple]:
     import torch
 
     from benchmarks._peers import load_k_diffusion_sampling
@@ -110,21 +126,24 @@ def bench_case(name: str, shape: tuple[int, ...]) -> list[tuple]:
     x = np.asarray(gmm.sample(jax.random.key(0), shape[0])).reshape(shape)
     xj = jnp.asarray(x)
     key = jax.random.key(1)
+    results = {}
 
     # gl_jax: one jit, diffrax Dopri5.
     ours = jax.jit(lambda key, x: ode_log_likelihood(key, score, SDE, x, rtol=RTOL, atol=ATOL))
-    t_ours, res = timed(lambda: jax.block_until_ready(ours(key, xj)))
-    nfe_ours, logp_ours = int(res.nfe), float(jnp.mean(res.logp))
 
-    # One drift evaluation with its Jacobian-vector product, alone.
+    def run_ours():
+        results["ours"] = jax.block_until_ready(ours(key, xj))
+
+    # One drift evaluation with its Jacobian-vector product: what every solver step evaluates.
     probes = draw_probes(key, shape)
     drift = probability_flow_drift(score, SDE)
-    one_eval = jax.jit(lambda x, t: hutchinson_divergence(lambda y: drift(y, t), x, probes))
+    augmented = lambda x, t: hutchinson_divergence(lambda y: drift(y, t), x, probes)
+    one_eval = jax.jit(augmented)
     tb = jnp.full((shape[0],), 1.0)
-    t_eval, _ = timed(lambda: jax.block_until_ready(one_eval(xj, tb)), repeats=20)
+    ours_eval = eval_in_loop(augmented, xj, tb)
 
     # scipy RK45 on the host, calling a jitted drift + divergence each evaluation (score_sde's approach).
-    def scipy_loglik():
+    def run_scipy():
         b = shape[0]
 
         def ode_func(t, y):
@@ -136,23 +155,18 @@ def bench_case(name: str, shape: tuple[int, ...]) -> list[tuple]:
         sol = integrate.solve_ivp(ode_func, (SDE.t_min, SDE.T), y0, rtol=RTOL, atol=ATOL, method="RK45")
         z = sol.y[:-b, -1].reshape(shape)
         logp = np.asarray(SDE.prior_logp(jnp.asarray(z, jnp.float32))) + sol.y[-b:, -1]
-        return sol.nfev, float(np.mean(logp))
+        results["scipy"] = (sol.nfev, float(np.mean(logp)))
 
-    t_scipy, (nfe_scipy, logp_scipy) = timed(scipy_loglik)
-
-    # torchdiffeq Dopri5 through k-diffusion's log_likelihood.
-    torch.set_num_threads(2)
+    # torchdiffeq Dopri5 through k-diffusion's log_likelihood, PyTorch at its default threading.
     model = torch_denoiser(gmm, weights)
     xt = torch.tensor(x)
 
-    def torch_loglik():
+    def run_torch():
         ll, info = k.log_likelihood(model, xt, SDE.sigma_min, SDE.sigma_max, atol=ATOL, rtol=RTOL)
-        return info["fevals"], float(ll.mean())
-
-    t_torch, (nfe_torch, logp_torch) = timed(torch_loglik)
+        results["torch"] = (info["fevals"], float(ll.mean()))
 
     # One evaluation of k-diffusion's augmented ODE function alone: the denoiser, the ODE derivative and
-    # one vector-Jacobian product with a Rademacher probe.
+    # one vector-Jacobian product with a Rademacher probe (torchdiffeq calls it from Python every time).
     sigma = torch.full((shape[0],), 1.0)
 
     def torch_eval():
@@ -163,28 +177,56 @@ def bench_case(name: str, shape: tuple[int, ...]) -> list[tuple]:
             grad = torch.autograd.grad((d * v).sum(), xg)[0]
             return d.detach(), (v * grad).flatten(1).sum(1)
 
-    t_torch_eval, _ = timed(torch_eval, repeats=20)
-    return [
-        (name, "gl_jax (jit + diffrax Dopri5)", t_ours, nfe_ours, t_eval, logp_ours),
-        (name, "scipy RK45 host loop", t_scipy, nfe_scipy, t_eval, logp_scipy),
-        (name, "torchdiffeq Dopri5 (k-diffusion)", t_torch, nfe_torch, t_torch_eval, logp_torch),
+    walls = _timing.interleave({"ours": run_ours, "scipy": run_scipy, "torch": run_torch}, repeats=repeats)
+    evals = _timing.interleave({"ours": ours_eval, "torch": torch_eval}, repeats=4 * repeats)
+    res, (nfe_scipy, logp_scipy), (nfe_torch, logp_torch) = (results[k] for k in ("ours", "scipy", "torch"))
+    logp_ours = float(jnp.mean(res.logp))
+    rows = [
+        ("gl_jax (jit + diffrax Dopri5)", walls["ours"], int(res.nfe), evals["ours"], logp_ours),
+        ("scipy RK45 host loop", walls["scipy"], nfe_scipy, evals["ours"], logp_scipy),
+        ("torchdiffeq Dopri5 (k-diffusion)", walls["torch"], nfe_torch, evals["torch"], logp_torch),
     ]
+    return [(name, *row) for row in rows]
 
 
 def main() -> None:
-    rows = bench_case("D = 64, batch 256", (256, 64)) + bench_case("image 16x16x3, batch 64", (64, 16, 16, 3))
-    print(f"rtol = atol = {RTOL}; CPU: {jax.devices()[0].device_kind}, JAX {jax.__version__}\n")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="Timed runs per implementation (median).")
+    args = parser.parse_args()
+    machine = _timing.Machine()
+    rows = bench_case("D = 64, batch 256", (256, 64), repeats=args.repeats)
+    rows += bench_case("image 16x16x3, batch 64", (64, 16, 16, 3), repeats=args.repeats)
+    machine.stop()
     print(
-        "| case | implementation | wall time (s) | NFE | speed-up of gl_jax | one eval (ms) "
-        "| time / (NFE x eval) | log p |"
+        f"rtol = atol = {RTOL}; {args.repeats} interleaved runs each after a warm-up (median (min-max)); "
+        f"{machine.line()}; {_timing.same_cores_note()}; JAX {jax.__version__}\n"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for i, (case, impl, secs, nfe, t_eval, logp) in enumerate(rows):
+    header = (
+        "case",
+        "implementation",
+        "wall time (s)",
+        "NFE",
+        "speed-up of gl_jax",
+        "one eval (ms)",
+        "time / (NFE x eval)",
+        "log p",
+    )
+    table = []
+    for i, (case, impl, wall, nfe, one_eval, logp) in enumerate(rows):
         ours = rows[i - i % 3][2]
-        print(
-            f"| {case} | {impl} | {secs:.3f} | {nfe} | {secs / ours:.2f}x | {1e3 * t_eval:.2f} "
-            f"| {secs / (nfe * t_eval):.2f} | {logp:.2f} |"
+        table.append(
+            (
+                case,
+                impl,
+                wall.cell(),
+                nfe,
+                _timing.ratio_cell(ours, wall),
+                one_eval.cell(scale=1e3, digits=2),
+                f"{wall.median / (nfe * one_eval.median):.2f}",
+                f"{logp:.2f}",
+            )
         )
+    print(_timing.table(header, table))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ import sys
 import tempfile
 import time
 
+from benchmarks import _timing
+
 IMAGE_SHAPE = (32, 32, 3)
 DDPM_CIFAR10_PARAMS = 35_746_307
 GLJAX_ROW = "vp/ddpm"  # score_sde's row that trains DDPM's network on DDPM's discrete chain.
@@ -360,28 +362,25 @@ def _table(rows: list[tuple], header: tuple) -> None:
 
 
 def interleave(workers: list[Worker], repeats: int) -> None:
-    """Steps every worker once per round, reversing the order every other round."""
-    for r in range(repeats):
-        for w in workers if r % 2 == 0 else workers[::-1]:
-            w.step()
+    """Steps every worker once per round, in the harness's alternating order (each worker warmed up already:
+    its set-up ran one step); each step's time is the one its worker measured around the step alone."""
+    _timing.interleave({str(i): w.step for i, w in enumerate(workers)}, repeats=repeats, warmup=0)
 
 
 def run_main(args: argparse.Namespace) -> None:
-    load_before = os.getloadavg()
+    machine = _timing.Machine()
     ours = Worker("jax", args, extra=_jax_args(args))
     peers = [Worker("torch", args, extra=_torch_args(args, n)) for n in args.torch_threads]
     for w in (ours, *peers):
         if w.info["params"] != DDPM_CIFAR10_PARAMS:
             raise AssertionError(f"{w.framework} network has {w.info['params']:,} parameters.")
     interleave([ours, *peers], args.repeats)
-    load_after = os.getloadavg()
+    machine.stop()
     for w in (ours, *peers):
         w.close()
-    best = max(peers, key=lambda w: images_per_s(w, args.batch))
     print(
         f"DDPM CIFAR-10 U-Net ({DDPM_CIFAR10_PARAMS:,} parameters), batch {args.batch}, float32, "
-        f"{args.repeats} interleaved steps each (median); nice {os.nice(0)}; load average (1/5/15 min) "
-        f"before {_load(load_before)}, after {_load(load_after)}; {os.cpu_count()} CPU cores.\n"
+        f"{args.repeats} interleaved steps each after a warm-up (median, range min-max); {machine.line()}.\n"
     )
     rows = []
     named = [(ours, "gl_jax (jit, XLA:CPU)")] + [(w, "diffusers UNet2DModel + PyTorch") for w in peers]
@@ -422,10 +421,15 @@ def run_main(args: argparse.Namespace) -> None:
             "XLA plan (MiB)",
         ),
     )
-    ratio = images_per_s(ours, args.batch) / images_per_s(best, args.batch)
-    print(
-        f"\nratio against PyTorch's fastest setting here ({best.info['threads']}): {ratio:.2f}x (goal >= 1)"
-    )
+    equal = [w for w, n in zip(peers, args.torch_threads, strict=True) if n == 0]
+    if equal:
+        ratio = _timing.ratio_cell(_timing.Timing(tuple(ours.times)), _timing.Timing(tuple(equal[0].times)))
+        print(
+            f"\nheadline, on the same cores (PyTorch at its default, {equal[0].info['threads']}): {ratio} "
+            "(goal >= 1.0x)"
+        )
+    else:
+        print("\nno headline: no PyTorch worker at its default threading (--torch-threads 0) ran")
     flops = ours.info.get("gflop_per_step", 0.0)
     if flops:
         print(
@@ -439,7 +443,7 @@ def run_main(args: argparse.Namespace) -> None:
 
 
 def run_attempts(args: argparse.Namespace) -> None:
-    load_before = os.getloadavg()
+    machine = _timing.Machine()
     peer = Worker("torch", args, extra=_torch_args(args, args.torch_threads[0]))
     rows = []
     for name, flags, extra in ATTEMPTS:
@@ -472,7 +476,7 @@ def run_attempts(args: argparse.Namespace) -> None:
     peer.close()
     print(
         f"\nAttempts, batch {args.batch}, {args.repeats} interleaved steps each against one PyTorch worker "
-        f"({peer.info['threads']}); load average before {_load(load_before)}.\n"
+        f"({peer.info['threads']}); {machine.line()}.\n"
     )
     _table(
         rows,
@@ -514,8 +518,9 @@ def main() -> None:
         "--torch-threads",
         type=int,
         nargs="+",
-        default=[1],
-        help="PyTorch intra-op threads, one PyTorch worker each (0: its default, one per core).",
+        default=[0],
+        help="PyTorch intra-op threads, one PyTorch worker each (0, the headline: its default, one per core, "
+        "the cores gl_jax's XLA uses).",
     )
     parser.add_argument("--cpus", type=int, default=0, help="gl_jax worker: run on this many cores (0: all).")
     parser.add_argument("--torch-channels-last", action="store_true", help="PyTorch in channels_last.")

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import statistics
 import time
 
@@ -47,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import _timing
 from benchmarks.p3_train_throughput import GLJAX_ROW, IMAGE_SHAPE, diffusers_ddpm_unet
 from gl_jax.families import build_family
 from gl_jax.published_configs import score_sde_cifar10
@@ -54,12 +54,6 @@ from gl_jax.samplers import SAMPLERS
 from gl_jax.spec import DataSpec
 
 STEPS = 50
-
-
-def _time(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def bench(ch: int, batch: int, repeats: int, torch_threads: int) -> dict:
@@ -105,17 +99,9 @@ def bench(ch: int, batch: int, repeats: int, torch_threads: int) -> dict:
         with torch.no_grad():
             unet(xt, tt)
 
-    for fn in (ours, peer, ours_eval, peer_eval):
-        fn()  # Warm-up.
-    times = {"ours": [], "peer": [], "ours_eval": [], "peer_eval": []}
-    for r in range(repeats):
-        pairs = [("ours", ours), ("peer", peer)]
-        for name, fn in pairs if r % 2 == 0 else pairs[::-1]:
-            times[name].append(_time(fn))
-    for r in range(3 * repeats):
-        pairs = [("ours_eval", ours_eval), ("peer_eval", peer_eval)]
-        for name, fn in pairs if r % 2 == 0 else pairs[::-1]:
-            times[name].append(_time(fn))
+    walls = _timing.interleave({"ours": ours, "peer": peer}, repeats=repeats)
+    evals = _timing.interleave({"ours_eval": ours_eval, "peer_eval": peer_eval}, repeats=3 * repeats)
+    times = {k: t.times for k, t in {**walls, **evals}.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
     return dict(
         ch=ch,
@@ -132,17 +118,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ch", type=int, nargs="+", default=[64], help="Base width(s) of the U-Net.")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--torch-threads", type=int, default=1, help="0: PyTorch's default.")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="PyTorch intra-op threads; 0 (the headline): its default, all cores, as XLA uses.",
+    )
     args = parser.parse_args()
-    load_before = os.getloadavg()
+    machine = _timing.Machine()
     results = [bench(ch, args.batch, args.repeats, args.torch_threads) for ch in args.ch]
-    load_after = os.getloadavg()
+    machine.stop()
+    threads = results[0]["torch_threads"]
+    cores = _timing.same_cores_note() if not args.torch_threads else f"PyTorch limited to {threads} thread(s)"
     print(
         f"DDIM, {STEPS} steps, eta = 0, batch {args.batch}, float32; {args.repeats} interleaved runs each "
-        f"(median); nice {os.nice(0)}; load average (1/5/15 min) before {_load(load_before)}, after "
-        f"{_load(load_after)}; {os.cpu_count()} CPU cores; JAX {jax.__version__}, PyTorch "
-        f"{results[0]['torch_threads']} thread(s).\n"
+        f"after a warm-up (median, range min-max); {machine.line()}; {cores}; JAX {jax.__version__}.\n"
     )
     header = (
         "U-Net (ch)",
@@ -181,10 +172,6 @@ def main() -> None:
         ": what a step costs besides the network (negative values are timing noise). When the network "
         "dominates, the ratio tends to the ratio of the two frameworks' network evaluations."
     )
-
-
-def _load(avg) -> str:
-    return "/".join(f"{v:.1f}" for v in avg)
 
 
 if __name__ == "__main__":
