@@ -56,6 +56,7 @@ def interleave(
     *,
     repeats: int = 5,
     warmup: int = 1,
+    pause_s: float = 0.1,
     timer: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Timing]:
     """Times each callable `repeats` times, interleaved, after `warmup` untimed calls each.
@@ -66,6 +67,9 @@ def interleave(
         in another process, say) and that float is its time.
       repeats: timed calls per implementation (at least 1; 5 or more for a quoted number).
       warmup: untimed calls per implementation before any timed one.
+      pause_s: idle seconds before each timed call: thread pools keep spinning for a while after their work
+        (libgomp's OpenMP threads under PyTorch, XLA's Eigen pool), and would otherwise take cores from the
+        implementation timed next in the same process.
       timer: the clock (seconds).
 
     Returns:
@@ -80,6 +84,7 @@ def interleave(
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
+            time.sleep(pause_s)
             start = timer()
             out = fns[name]()
             elapsed = timer() - start
@@ -95,7 +100,20 @@ def ratio_cell(ours: Timing, peer: Timing) -> str:
 class Machine:
     """The load average before and after a benchmark; warns on stderr when the start is not quiet."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, settle_s: float = 150.0) -> None:
+        """Reads the load, first waiting up to `settle_s` for it to fall to QUIET_LOAD.
+
+        The 1-minute load average decays with a one-minute time constant: right after a previous benchmark
+        (or the same one run twice in a row) it still reads ~2 on an idle machine for a minute or two.
+        """
+        deadline = time.monotonic() + settle_s
+        if os.getloadavg()[0] > QUIET_LOAD and settle_s > 0:
+            print(
+                f"waiting up to {settle_s:.0f} s for the load average to fall to {QUIET_LOAD}",
+                file=sys.stderr,
+            )
+        while os.getloadavg()[0] > QUIET_LOAD and time.monotonic() < deadline:
+            time.sleep(5)
         self.before = os.getloadavg()
         self.after: tuple[float, float, float] | None = None
         if self.before[0] > QUIET_LOAD:

@@ -7,12 +7,35 @@ network costs; the same weights are used in JAX and in PyTorch. The process is E
 sigma = t in [0.002, 80]), which is what k-diffusion's `log_likelihood` integrates. All three use one
 Rademacher probe per example; the mean log p column shows that they compute the same quantity.
 
-Columns: wall time (median of 3 runs after compilation/warm-up), NFE, the time of one evaluation of the
-augmented vector field measured alone (gl_jax's jitted drift with its Jacobian-vector product, which the
-scipy loop calls too; k-diffusion's denoiser with its vector-Jacobian product in PyTorch), and the ratio of
-wall time to NFE x that evaluation: 1.0 would mean no solver overhead at all. When every implementation is
-near 1.0, the speed-up of gl_jax is bounded by the ratio of the evaluation times: the solver is no longer
-where the time goes.
+Method (`benchmarks/_timing.py`): the three solves and, for gl_jax and PyTorch, NFE evaluations of the
+augmented vector field run back to back (gl_jax's in one compiled `fori_loop`, so no dispatch per
+evaluation; PyTorch's in a Python loop, as torchdiffeq calls them) are interleaved for `--repeats` rounds;
+medians with their min-max range. Columns: wall time, NFE, the speed-up of gl_jax (ratio of medians, with
+the ratio of the extremes), one evaluation (the back-to-back time / NFE; the scipy row calls gl_jax's
+jitted evaluation), and the overhead wall time / (NFE x one evaluation): 1.0 means the solver costs
+nothing beyond its evaluations. PyTorch runs at its default threading, on the same cores as XLA.
+
+`--loop-variants` times the diffrax settings that could cost per step (the checkpointed loop `max_steps`
+selects, the final error check) against the same evaluations: see LOOP_VARIANTS.
+
+Recorded (2026-12-03, 2 cores, quiet: load 0.47 and 0.49 at the start, two consecutive runs, 5 rounds):
+
+  | case | gl_jax s | vs scipy host loop | vs torchdiffeq | gl_jax overhead | torchdiffeq overhead |
+  |---|---|---|---|---|---|
+  | D = 64, batch 256 | 0.513 / 0.355 | 2.23x / 2.27x | 1.95x / 1.77x | 1.01 / 1.03 | 1.42 / 1.14 |
+  | image 16x16x3, batch 64 | 0.408 / 0.309 | 2.54x / 2.53x | 2.33x / 2.55x | 0.97 / 0.93 | 1.03 / 1.19 |
+
+The ratios repeat (each within the other run's printed range); the absolute times do not: the machine
+itself ran ~1.4x slower during the first run (gl_jax's evaluation 3.99 against 2.70 ms, PyTorch's 5.26
+against 3.96, all implementations alike), which is why the ratios, not the seconds, are the headline.
+gl_jax's solver costs nothing measurable beyond its evaluations (overhead 0.93-1.03): the 1.2-1.6 read
+before came from timing one evaluation as a separate dispatched call and from timing the implementations
+one after the other, not interleaved. `--loop-variants` (same day): the overhead with gl_jax's settings
+is 1.08 / 0.93 (D = 64 / image), with a plain `lax.while_loop` (max_steps=None) 1.06 / 0.91, without the
+error check 1.05 / 0.92, with neither 0.99 / 0.91: every difference is inside the runs' ranges, so
+gl_jax keeps `max_steps` (a runaway solve stops with a clear error instead of looping forever) and the
+check. Where the rest of the speed-up over torchdiffeq comes from is the evaluation itself (XLA's fused
+forward-mode JVP against PyTorch's autograd VJP, 1.3-1.8x) and the Python loop torchdiffeq pays per step.
 
 Run (after `make bench-install`):  .venv/bin/python -m benchmarks.p2_likelihood_speed
 """
@@ -20,10 +43,11 @@ Run (after `make bench-install`):  .venv/bin/python -m benchmarks.p2_likelihood_
 from __future__ import annotations
 
 import argparse
+import functools
 import math
-import time
 from collections.abc import Callable
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,7 +56,7 @@ from scipy import integrate
 from benchmarks import _timing
 from gl_jax.analytic import GaussianMixture, random_mixture
 from gl_jax.likelihood import draw_probes, hutchinson_divergence, ode_log_likelihood
-from gl_jax.samplers.ode import probability_flow_drift
+from gl_jax.samplers.ode import FIRST_STEP_FRACTION, adaptive_nfe, probability_flow_drift
 from gl_jax.sde import EDMSDE
 
 SDE = EDMSDE(sigma_min=0.002, sigma_max=80.0)
@@ -89,12 +113,12 @@ def torch_denoiser(gmm: GaussianMixture, weights: dict):
     return model
 
 
-def eval_in_loop(fn: Callable, x: jax.Array, t: jax.Array, *, count: int = 50) -> Callable[[], float]:
-    """A callable timing one evaluation of `fn(x, t) -> (dx, div)` as a compiled solver loop pays it.
+def evals_in_loop(fn: Callable, x: jax.Array, t: jax.Array, *, count: int) -> Callable[[], None]:
+    """A callable that runs `count` evaluations of `fn(x, t) -> (dx, div)` as a compiled solver loop does.
 
-    `count` evaluations chained in one `lax.fori_loop` (each input depends on the previous output, so XLA
-    cannot hoist the work out of the loop), timed as a whole and divided by `count`: no dispatch, no host
-    round trip, which a call of the jitted function alone would add to every evaluation.
+    They are chained in one `lax.fori_loop` (each input depends on the previous output, so XLA cannot hoist
+    the work out of the loop): no dispatch or host round trip per evaluation, which a call of the jitted
+    function alone would add. With `count` = a solve's NFE, solve time / this time is the solver's overhead.
     """
 
     def body(_, state):
@@ -104,13 +128,7 @@ def eval_in_loop(fn: Callable, x: jax.Array, t: jax.Array, *, count: int = 50) -
 
     loop = jax.jit(lambda x: jax.lax.fori_loop(0, count, body, (x, jnp.zeros(x.shape[:1], x.dtype))))
     loop(x)  # Compiles.
-
-    def timed() -> float:
-        start = time.perf_counter()
-        jax.block_until_ready(loop(x))
-        return (time.perf_counter() - start) / count
-
-    return timed
+    return lambda: jax.block_until_ready(loop(x))
 
 
 def bench_case(name: str, shape: tuple[int, ...], *, repeats: int) -> list[tuple]:
@@ -139,8 +157,9 @@ def bench_case(name: str, shape: tuple[int, ...], *, repeats: int) -> list[tuple
     drift = probability_flow_drift(score, SDE)
     augmented = lambda x, t: hutchinson_divergence(lambda y: drift(y, t), x, probes)
     one_eval = jax.jit(augmented)
-    tb = jnp.full((shape[0],), 1.0)
-    ours_eval = eval_in_loop(augmented, xj, tb)
+    run_ours()  # Compiles; its NFE sizes the loop of evaluations.
+    nfe_ours = int(results["ours"].nfe)
+    ours_evals = evals_in_loop(augmented, xj, jnp.full((shape[0],), 1.0), count=nfe_ours)
 
     # scipy RK45 on the host, calling a jitted drift + divergence each evaluation (score_sde's approach).
     def run_scipy():
@@ -177,23 +196,89 @@ def bench_case(name: str, shape: tuple[int, ...], *, repeats: int) -> list[tuple
             grad = torch.autograd.grad((d * v).sum(), xg)[0]
             return d.detach(), (v * grad).flatten(1).sum(1)
 
-    walls = _timing.interleave({"ours": run_ours, "scipy": run_scipy, "torch": run_torch}, repeats=repeats)
-    evals = _timing.interleave({"ours": ours_eval, "torch": torch_eval}, repeats=4 * repeats)
-    res, (nfe_scipy, logp_scipy), (nfe_torch, logp_torch) = (results[k] for k in ("ours", "scipy", "torch"))
-    logp_ours = float(jnp.mean(res.logp))
+    run_torch()
+    nfe_torch = results["torch"][0]
+
+    def torch_evals():  # Back to back, as torchdiffeq calls them (PyTorch's threads stay awake).
+        for _ in range(nfe_torch):
+            torch_eval()
+
+    # Solves and the evaluations they make, timed in the same rounds: the ratio of the two is the overhead.
+    fns = {"ours": run_ours, "ours evals": ours_evals, "scipy": run_scipy, "torch": run_torch}
+    t = _timing.interleave({**fns, "torch evals": torch_evals}, repeats=repeats, warmup=0)
+    res, (nfe_scipy, logp_scipy) = results["ours"], results["scipy"]
+    logp_ours, logp_torch = float(jnp.mean(res.logp)), results["torch"][1]
     rows = [
-        ("gl_jax (jit + diffrax Dopri5)", walls["ours"], int(res.nfe), evals["ours"], logp_ours),
-        ("scipy RK45 host loop", walls["scipy"], nfe_scipy, evals["ours"], logp_scipy),
-        ("torchdiffeq Dopri5 (k-diffusion)", walls["torch"], nfe_torch, evals["torch"], logp_torch),
+        ("gl_jax (jit + diffrax Dopri5)", t["ours"], nfe_ours, t["ours evals"], nfe_ours, logp_ours),
+        ("scipy RK45 host loop", t["scipy"], nfe_scipy, t["ours evals"], nfe_ours, logp_scipy),
+        ("torchdiffeq Dopri5 (k-diffusion)", t["torch"], nfe_torch, t["torch evals"], nfe_torch, logp_torch),
     ]
     return [(name, *row) for row in rows]
+
+
+# diffrax settings that could cost per step, each against gl_jax's (`--loop-variants`): the bounded,
+# checkpointed while loop that `max_steps` selects (for reverse-mode differentiation) against a plain
+# `lax.while_loop` (`max_steps=None`), and the run-time error check at the end (`throw`).
+LOOP_VARIANTS = {
+    "max_steps=4096, throw=True (gl_jax)": dict(max_steps=4096),
+    "max_steps=None (plain lax.while_loop)": dict(max_steps=None),
+    "max_steps=4096, throw=False": dict(max_steps=4096, throw=False),
+    "max_steps=None, throw=False": dict(max_steps=None, throw=False),
+}
+
+
+def loop_variants(name: str, shape: tuple[int, ...], *, repeats: int) -> list[tuple]:
+    """The likelihood's diffrax loop under each of LOOP_VARIANTS, timed against one in-loop evaluation."""
+    dim = math.prod(shape[1:])
+    gmm = random_mixture(dim, seed=2)
+    score = jax_score(gmm, mlp_weights(dim), shape)
+    x = jnp.asarray(np.asarray(gmm.sample(jax.random.key(0), shape[0])).reshape(shape))
+    probes = draw_probes(jax.random.key(1), shape)
+    drift = probability_flow_drift(score, SDE)
+    augmented = lambda x, t: hutchinson_divergence(lambda y: drift(y, t), x, probes)
+
+    def solve(x, **options):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda t, state, args: augmented(state[0], t)),
+            diffrax.Dopri5(),
+            t0=SDE.t_min,
+            t1=SDE.T,
+            dt0=FIRST_STEP_FRACTION * (SDE.T - SDE.t_min),
+            y0=(x, jnp.zeros(x.shape[:1], x.dtype)),
+            saveat=diffrax.SaveAt(t1=True),
+            stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
+            **options,
+        )
+        return sol.ys[1][0], adaptive_nfe(sol.stats["num_steps"])
+
+    fns, nfes = {}, {}
+    for label, options in LOOP_VARIANTS.items():
+        fn = jax.jit(functools.partial(solve, **options))
+        nfes[label] = int(fn(x)[1])
+        fns[label] = functools.partial(lambda fn: jax.block_until_ready(fn(x)), fn)
+    count = nfes[next(iter(LOOP_VARIANTS))]
+    fns["evals"] = evals_in_loop(augmented, x, jnp.ones(shape[:1]), count=count)
+    times = _timing.interleave(fns, repeats=repeats)
+    evals = times.pop("evals")
+    return [
+        (name, label, t.cell(), nfes[label], f"{t.median / (nfes[label] / count * evals.median):.3f}")
+        for label, t in times.items()
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="Timed runs per implementation (median).")
+    parser.add_argument("--loop-variants", action="store_true", help="Time diffrax's loop settings instead.")
     args = parser.parse_args()
     machine = _timing.Machine()
+    if args.loop_variants:
+        rows = loop_variants("D = 64, batch 256", (256, 64), repeats=args.repeats)
+        rows += loop_variants("image 16x16x3, batch 64", (64, 16, 16, 3), repeats=args.repeats)
+        machine.stop()
+        print(f"{args.repeats} interleaved runs each (median (min-max)); {machine.line()}\n")
+        print(_timing.table(("case", "diffrax loop", "wall time (s)", "NFE", "time / (NFE x eval)"), rows))
+        return
     rows = bench_case("D = 64, batch 256", (256, 64), repeats=args.repeats)
     rows += bench_case("image 16x16x3, batch 64", (64, 16, 16, 3), repeats=args.repeats)
     machine.stop()
@@ -212,8 +297,9 @@ def main() -> None:
         "log p",
     )
     table = []
-    for i, (case, impl, wall, nfe, one_eval, logp) in enumerate(rows):
+    for i, (case, impl, wall, nfe, evals, count, logp) in enumerate(rows):
         ours = rows[i - i % 3][2]
+        one_eval = _timing.Timing(tuple(v / count for v in evals.times))
         table.append(
             (
                 case,

@@ -45,11 +45,14 @@ the step-level difference comes from the rest of the step (see the attempts belo
 Attempts (`--attempts`: each is a fresh gl_jax worker interleaved with the same PyTorch worker, batch 8,
 3 repeats; see ATTEMPTS for the exact settings) prints one row per attempt with its ratio.
 
-Recorded run (2026-11-26, batch 8, 5 repeats, load average 2.6-2.9 on the 2 cores from other jobs):
-gl_jax 4.07 s per step (range 2.10-4.18), 1.97 images/s; PyTorch with 1 intra-op thread 3.41 s, 2.35
-images/s: 0.84x. Step memory (peak RSS during steps - RSS after imports): gl_jax 1,880 MiB (XLA's plan
-1,249 MiB), PyTorch 1,154 MiB. XLA's cost analysis: 282 GFLOP per step.
-`--attempts` the same day (load 2.5-3.2; gl_jax s / PyTorch s per step, ratio): default 4.13 / 3.57, 0.86x;
+Recorded runs (2026-12-03, batch 8, 5 interleaved steps, quiet: load 0.49 and 0.46 at the start, two
+consecutive runs; PyTorch at its default 2 intra-op threads, the cores XLA uses): gl_jax 4.22 s per step
+(3.51-4.42) then 3.38 (3.32-3.65); PyTorch 2.72 (2.42-2.96) then 2.48 (2.39-2.78): 0.64x (0.55-0.84) then
+0.73x (0.66-0.84), each inside the other's range. Step memory: gl_jax 1,840 MiB (XLA's plan 1,218 MiB),
+PyTorch 1,176 MiB. XLA's cost analysis: 282 GFLOP per step. (The 0.84x recorded on 2026-11-26 was against
+PyTorch limited to 1 thread while gl_jax had both cores, on a loaded machine: not a like-for-like figure.)
+Older `--attempts`, under load (2026-11-26, load 2.5-3.2, PyTorch on 1 thread; gl_jax s / PyTorch s per
+step, ratio): default 4.13 / 3.57, 0.86x;
 YNNPACK off 3.60 / 3.53, 0.98x (the fastest gl_jax step); YNNPACK elementwise + reduce fusions 4.36 /
 4.33, 0.99x; fast math 0.85x; vector width 512 0.88x; FAST_RUNTIME preset 4.11 / 4.66, 1.13x; gl_jax on
 1 core 0.83x; matmul precision bf16 0.87x; bf16 compute 3.91 / 3.50, 0.90x; remat dots 1.10x (PyTorch's

@@ -19,17 +19,22 @@ counts are printed and must match.
 The grids differ slightly (gl_jax: 51 times uniform in t from 1 to 1/1000; diffusers: "leading" spacing,
 timesteps 980, 960, ..., 0), which does not change the cost. Both run in float32.
 
-Method: one process; the two samplers alternate (gl_jax, diffusers, diffusers, gl_jax, ...) for `--repeats`
-rounds after a warm-up call each; samples/s = batch / median wall time; ratio = gl_jax's samples/s over
-diffusers' (goal: >= 2x). To show where the time goes, one network evaluation on the same batch is also
-timed alone in each framework (jitted apply; `unet(x, t)` under no_grad), and "loop overhead" = sampler
-time - 50 x that evaluation, per step. PyTorch runs with 1 intra-op thread by default: with other jobs on
-the 2 cores, its default of 2 threads ran 2-6x slower (see P3); `--torch-threads 0` restores the default.
+Method (`benchmarks/_timing.py`): one process; the two samplers alternate (gl_jax, diffusers, diffusers,
+gl_jax, ...) for `--repeats` rounds after a warm-up call each, with a pause before each call so that one
+framework's spinning thread pool does not take the cores of the next; samples/s = batch / median wall
+time; ratio = gl_jax's samples/s over diffusers' (ratio of medians, and of the extremes). To show where the
+time goes, one network evaluation on the same batch is also timed alone in each framework (jitted apply;
+`unet(x, t)` under no_grad), and "loop overhead" = sampler time - 50 x that evaluation, per step. PyTorch
+runs at its default threading (2 intra-op threads here), on the same cores as XLA; `--torch-threads N`
+limits it for a separate, not like-for-like, row.
 
-Recorded run (2026-11-26, ch 64, batch 4, load average 2.5-2.8 on the 2 cores): gl_jax 6.71 s per 50-step
-batch (0.596 samples/s, one network evaluation 122 ms, 12 ms per step besides it), diffusers 8.21 s (0.487
-samples/s, evaluation 160 ms, 4 ms besides it): 1.22x. The network is nearly all of the time on a CPU, so
-the ratio is that of the two evaluations; the Python loop's cost that one jit removes is small here.
+Recorded runs (2026-12-03, ch 64, batch 4, 5 rounds, quiet: load 0.49 and 0.47 at the start, two
+consecutive runs): gl_jax 6.80 s per 50-step batch (6.48-7.52) then 7.42 (6.55-8.79), one network
+evaluation 142 then 147 ms; diffusers 5.60 s (5.46-5.90) then 5.99 (5.82-6.83), evaluation 114 then
+119 ms: 0.82x then 0.81x. The loops cost a few ms per step on both sides (within the noise of the
+evaluation's time), so the ratio is that of the two networks' forward passes: XLA:CPU's U-Net forward
+is ~1.25x slower than PyTorch's here, and no loop removal can make up for that. (The 1.22x recorded on
+2026-11-26 was against PyTorch on 1 thread on a loaded machine.)
 
 Run (after `make bench-install`; ~4 minutes at the defaults on 2 busy CPU cores):
   .venv/bin/python -m benchmarks.p4_sampler_speed [--ch 64] [--batch 4] [--repeats 3]
@@ -110,6 +115,7 @@ def bench(ch: int, batch: int, repeats: int, torch_threads: int) -> dict:
         compile_s=compile_s,
         med=med,
         ranges={k: (min(v), max(v)) for k, v in times.items()},
+        times=times,
         torch_threads=torch.get_num_threads(),
     )
 
@@ -142,7 +148,7 @@ def main() -> None:
         "wall (s)",
         "range (s)",
         "samples/s",
-        "ratio (goal >= 2x)",
+        "ratio (goal >= 1.5x)",
         "one eval (ms)",
         "loop overhead / step (ms)",
         "compile (s)",
@@ -151,7 +157,7 @@ def main() -> None:
     print("|" + "|".join("---" for _ in header) + "|")
     for res in results:
         med, rng = res["med"], res["ranges"]
-        ratio = med["peer"] / med["ours"]
+        ratio = _timing.ratio_cell(_timing.Timing(res["times"]["ours"]), _timing.Timing(res["times"]["peer"]))
         for who, name in (("ours", "gl_jax: one jit (lax.scan)"), ("peer", "diffusers DDIMPipeline loop")):
             overhead = (med[who] - STEPS * med[f"{who}_eval"]) / STEPS
             cells = (
@@ -161,7 +167,7 @@ def main() -> None:
                 f"{med[who]:.2f}",
                 f"{rng[who][0]:.2f}-{rng[who][1]:.2f}",
                 f"{res['batch'] / med[who]:.3f}",
-                f"{ratio:.2f}x" if who == "ours" else "1.00x",
+                ratio if who == "ours" else "1.00x",
                 f"{1e3 * med[f'{who}_eval']:.1f}",
                 f"{1e3 * overhead:.1f}",
                 f"{res['compile_s']:.1f}" if who == "ours" else "-",
