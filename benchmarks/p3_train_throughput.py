@@ -51,6 +51,11 @@ consecutive runs; PyTorch at its default 2 intra-op threads, the cores XLA uses)
 0.73x (0.66-0.84), each inside the other's range. Step memory: gl_jax 1,840 MiB (XLA's plan 1,218 MiB),
 PyTorch 1,176 MiB. XLA's cost analysis: 282 GFLOP per step. (The 0.84x recorded on 2026-11-26 was against
 PyTorch limited to 1 thread while gl_jax had both cores, on a loaded machine: not a like-for-like figure.)
+`--attempts --only default "YNNPACK off" FAST_RUNTIME` the same day (quiet, one PyTorch worker at its
+default 2 threads; gl_jax s / PyTorch s per step): default 3.30 / 2.38, 0.72x; YNNPACK off (Eigen
+convolutions and dots) 2.72 / 2.94, 1.08x; FAST_RUNTIME preset 3.96 / 3.13, 0.79x. YNNPACK off is also
+what moves P4 (1.15-1.18x, see there); one run here, and PyTorch's own step moved 2.38 -> 2.94 s between
+those attempts, so the training figure needs a second run before it is quoted.
 Older `--attempts`, under load (2026-11-26, load 2.5-3.2, PyTorch on 1 thread; gl_jax s / PyTorch s per
 step, ratio): default 4.13 / 3.57, 0.86x;
 YNNPACK off 3.60 / 3.53, 0.98x (the fastest gl_jax step); YNNPACK elementwise + reduce fusions 4.36 /

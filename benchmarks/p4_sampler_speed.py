@@ -36,6 +36,13 @@ evaluation's time), so the ratio is that of the two networks' forward passes: XL
 is ~1.25x slower than PyTorch's here, and no loop removal can make up for that. (The 1.22x recorded on
 2026-11-26 was against PyTorch on 1 thread on a loaded machine.)
 
+What moves it: XLA:CPU's YNNPACK convolutions. With them off, run as
+  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION \
+    .venv/bin/python -m benchmarks.p4_sampler_speed
+(XLA's Eigen convolutions instead), the same day: 1.18x (0.96-1.38), one evaluation 133 against 146 ms;
+with YNNPACK's dots off too, 1.18x (1.04-1.28) and 1.15x (0.99-1.33) in two runs, evaluation 102 and 124
+ms against 118 and 155 ms. Still short of the 1.5x goal.
+
 Run (after `make bench-install`; ~4 minutes at the defaults on 2 busy CPU cores):
   .venv/bin/python -m benchmarks.p4_sampler_speed [--ch 64] [--batch 4] [--repeats 3]
 """
