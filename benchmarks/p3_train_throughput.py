@@ -53,9 +53,11 @@ PyTorch 1,176 MiB. XLA's cost analysis: 282 GFLOP per step. (The 0.84x recorded 
 PyTorch limited to 1 thread while gl_jax had both cores, on a loaded machine: not a like-for-like figure.)
 `--attempts --only default "YNNPACK off" FAST_RUNTIME` the same day (quiet, one PyTorch worker at its
 default 2 threads; gl_jax s / PyTorch s per step): default 3.30 / 2.38, 0.72x; YNNPACK off (Eigen
-convolutions and dots) 2.72 / 2.94, 1.08x; FAST_RUNTIME preset 3.96 / 3.13, 0.79x. YNNPACK off is also
-what moves P4 (1.15-1.18x, see there); one run here, and PyTorch's own step moved 2.38 -> 2.94 s between
-those attempts, so the training figure needs a second run before it is quoted.
+convolutions and dots) 2.72 / 2.94, 1.08x; FAST_RUNTIME preset 3.96 / 3.13, 0.79x. A second run of the
+first two: default 3.78 / 2.59, 0.69x; YNNPACK off 2.94 / 2.76, 0.94x. So Eigen's convolutions make
+gl_jax's step 18-22 % faster (0.69-0.72x -> 0.94-1.08x), the one setting that moves P3 beyond the noise;
+it is also what moves P4 (1.15-1.18x, see there). "YNNPACK convolutions off" keeps YNNPACK's dots, which
+the MLP-sized P2 prefers (with both off, P2's ratios were 0.1-0.3x lower, inside their ranges).
 Older `--attempts`, under load (2026-11-26, load 2.5-3.2, PyTorch on 1 thread; gl_jax s / PyTorch s per
 step, ratio): default 4.13 / 3.57, 0.86x;
 YNNPACK off 3.60 / 3.53, 0.98x (the fastest gl_jax step); YNNPACK elementwise + reduce fusions 4.36 /
@@ -346,6 +348,7 @@ ATTEMPTS = [
         _YNN + "-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,-LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
         [],
     ),
+    ("YNNPACK convolutions off (dots on)", _YNN + "-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION", []),
     (
         "YNNPACK also fuses elementwise + reduce",
         _YNN + "+LIBRARY_FUSION_TYPE_ELTWISE,+LIBRARY_FUSION_TYPE_REDUCE",
