@@ -131,19 +131,32 @@ def evals_in_loop(fn: Callable, x: jax.Array, t: jax.Array, *, count: int) -> Ca
     return lambda: jax.block_until_ready(loop(x))
 
 
+def problem(shape: tuple[int, ...]):
+    """The case's data and model: `(gmm, weights, score, x [numpy], augmented, key)`.
+
+    `augmented(x, t) -> (dx/dt, divergence estimate)` is one drift evaluation with its Jacobian-vector
+    product on the probes `ode_log_likelihood` draws from `key`: what every solver step evaluates.
+    """
+    dim = math.prod(shape[1:])
+    gmm = random_mixture(dim, seed=2)
+    weights = mlp_weights(dim)
+    score = jax_score(gmm, weights, shape)
+    x = np.asarray(gmm.sample(jax.random.key(0), shape[0])).reshape(shape)
+    key = jax.random.key(1)
+    probes = draw_probes(key, shape)
+    drift = probability_flow_drift(score, SDE)
+    augmented = lambda x, t: hutchinson_divergence(lambda y: drift(y, t), x, probes)
+    return gmm, weights, score, x, augmented, key
+
+
 def bench_case(name: str, shape: tuple[int, ...], *, repeats: int) -> list[tuple]:
     import torch
 
     from benchmarks._peers import load_k_diffusion_sampling
 
     k = load_k_diffusion_sampling()
-    dim = math.prod(shape[1:])
-    gmm = random_mixture(dim, seed=2)
-    weights = mlp_weights(dim)
-    score = jax_score(gmm, weights, shape)
-    x = np.asarray(gmm.sample(jax.random.key(0), shape[0])).reshape(shape)
+    gmm, weights, score, x, augmented, key = problem(shape)
     xj = jnp.asarray(x)
-    key = jax.random.key(1)
     results = {}
 
     # gl_jax: one jit, diffrax Dopri5.
@@ -152,10 +165,6 @@ def bench_case(name: str, shape: tuple[int, ...], *, repeats: int) -> list[tuple
     def run_ours():
         results["ours"] = jax.block_until_ready(ours(key, xj))
 
-    # One drift evaluation with its Jacobian-vector product: what every solver step evaluates.
-    probes = draw_probes(key, shape)
-    drift = probability_flow_drift(score, SDE)
-    augmented = lambda x, t: hutchinson_divergence(lambda y: drift(y, t), x, probes)
     one_eval = jax.jit(augmented)
     run_ours()  # Compiles; its NFE sizes the loop of evaluations.
     nfe_ours = int(results["ours"].nfe)
@@ -229,13 +238,8 @@ LOOP_VARIANTS = {
 
 def loop_variants(name: str, shape: tuple[int, ...], *, repeats: int) -> list[tuple]:
     """The likelihood's diffrax loop under each of LOOP_VARIANTS, timed against one in-loop evaluation."""
-    dim = math.prod(shape[1:])
-    gmm = random_mixture(dim, seed=2)
-    score = jax_score(gmm, mlp_weights(dim), shape)
-    x = jnp.asarray(np.asarray(gmm.sample(jax.random.key(0), shape[0])).reshape(shape))
-    probes = draw_probes(jax.random.key(1), shape)
-    drift = probability_flow_drift(score, SDE)
-    augmented = lambda x, t: hutchinson_divergence(lambda y: drift(y, t), x, probes)
+    *_, x, augmented, _ = problem(shape)
+    x = jnp.asarray(x)
 
     def solve(x, **options):
         sol = diffrax.diffeqsolve(

@@ -365,13 +365,6 @@ ATTEMPTS = [
 ]
 
 
-def _table(rows: list[tuple], header: tuple) -> None:
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
-
-
 def interleave(workers: list[Worker], repeats: int) -> None:
     """Steps every worker once per round, in the harness's alternating order (each worker warmed up already:
     its set-up ran one step); each step's time is the one its worker measured around the step alone."""
@@ -415,23 +408,21 @@ def run_main(args: argparse.Namespace) -> None:
                 f"{i['xla_plan_mib']:.0f}" if "xla_plan_mib" in i else "-",
             )
         )
-    _table(
-        rows,
-        (
-            "implementation",
-            "threads",
-            "step (s)",
-            "range (s)",
-            "images/s",
-            "gl_jax / this (goal >= 1.0x)",
-            "build + compile (s)",
-            "RSS base (MiB)",
-            "peak RSS, set-up (MiB)",
-            "peak RSS, steps (MiB)",
-            "step memory (MiB)",
-            "XLA plan (MiB)",
-        ),
+    header = (
+        "implementation",
+        "threads",
+        "step (s)",
+        "range (s)",
+        "images/s",
+        "gl_jax / this (goal >= 1.0x)",
+        "build + compile (s)",
+        "RSS base (MiB)",
+        "peak RSS, set-up (MiB)",
+        "peak RSS, steps (MiB)",
+        "step memory (MiB)",
+        "XLA plan (MiB)",
     )
+    print(_timing.table(header, rows))
     equal = [w for w, n in zip(peers, args.torch_threads, strict=True) if n == 0]
     if equal:
         ratio = _timing.ratio_cell(_timing.Timing(tuple(ours.times)), _timing.Timing(tuple(equal[0].times)))
@@ -489,10 +480,16 @@ def run_attempts(args: argparse.Namespace) -> None:
         f"\nAttempts, batch {args.batch}, {args.repeats} interleaved steps each against one PyTorch worker "
         f"({peer.info['threads']}); {machine.line()}.\n"
     )
-    _table(
-        rows,
-        ("attempt", "setting", "gl_jax step (s)", "PyTorch step (s)", "ratio", "compile (s)", "load after"),
+    header = (
+        "attempt",
+        "setting",
+        "gl_jax step (s)",
+        "PyTorch step (s)",
+        "ratio",
+        "compile (s)",
+        "load after",
     )
+    print(_timing.table(header, rows))
 
 
 def _load(avg) -> str:

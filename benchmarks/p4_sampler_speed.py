@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import time
 
 import jax
@@ -113,16 +112,12 @@ def bench(ch: int, batch: int, repeats: int, torch_threads: int) -> dict:
 
     walls = _timing.interleave({"ours": ours, "peer": peer}, repeats=repeats)
     evals = _timing.interleave({"ours_eval": ours_eval, "peer_eval": peer_eval}, repeats=3 * repeats)
-    times = {k: t.times for k, t in {**walls, **evals}.items()}
-    med = {k: statistics.median(v) for k, v in times.items()}
     return dict(
         ch=ch,
         batch=batch,
         params=(ours_params, peer_params),
         compile_s=compile_s,
-        med=med,
-        ranges={k: (min(v), max(v)) for k, v in times.items()},
-        times=times,
+        timings={**walls, **evals},
         torch_threads=torch.get_num_threads(),
     )
 
@@ -160,26 +155,27 @@ def main() -> None:
         "loop overhead / step (ms)",
         "compile (s)",
     )
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
+    rows = []
     for res in results:
-        med, rng = res["med"], res["ranges"]
-        ratio = _timing.ratio_cell(_timing.Timing(res["times"]["ours"]), _timing.Timing(res["times"]["peer"]))
+        t = res["timings"]
+        ratio = _timing.ratio_cell(t["ours"], t["peer"])
         for who, name in (("ours", "gl_jax: one jit (lax.scan)"), ("peer", "diffusers DDIMPipeline loop")):
-            overhead = (med[who] - STEPS * med[f"{who}_eval"]) / STEPS
-            cells = (
-                str(res["ch"]),
-                f"{res['params'][0 if who == 'ours' else 1]:,}",
-                name,
-                f"{med[who]:.2f}",
-                f"{rng[who][0]:.2f}-{rng[who][1]:.2f}",
-                f"{res['batch'] / med[who]:.3f}",
-                ratio if who == "ours" else "1.00x",
-                f"{1e3 * med[f'{who}_eval']:.1f}",
-                f"{1e3 * overhead:.1f}",
-                f"{res['compile_s']:.1f}" if who == "ours" else "-",
+            wall, one_eval = t[who].median, t[f"{who}_eval"].median
+            rows.append(
+                (
+                    str(res["ch"]),
+                    f"{res['params'][0 if who == 'ours' else 1]:,}",
+                    name,
+                    f"{wall:.2f}",
+                    f"{t[who].low:.2f}-{t[who].high:.2f}",
+                    f"{res['batch'] / wall:.3f}",
+                    ratio if who == "ours" else "1.00x",
+                    f"{1e3 * one_eval:.1f}",
+                    f"{1e3 * (wall - STEPS * one_eval) / STEPS:.1f}",
+                    f"{res['compile_s']:.1f}" if who == "ours" else "-",
+                )
             )
-            print("| " + " | ".join(cells) + " |")
+    print(_timing.table(header, rows))
     print(
         "\nratio = gl_jax samples/s / diffusers samples/s. loop overhead / step = (wall - 50 x one eval) / 50"
         ": what a step costs besides the network (negative values are timing noise). When the network "
