@@ -43,8 +43,8 @@ What moves it: XLA:CPU's YNNPACK convolutions. With them off, run as
 with YNNPACK's dots off too, 1.18x (1.04-1.28) and 1.15x (0.99-1.33) in two runs, evaluation 102 and 124
 ms against 118 and 155 ms. Still short of the 1.5x goal.
 
-Run (after `make bench-install`; ~4 minutes at the defaults on 2 busy CPU cores):
-  .venv/bin/python -m benchmarks.p4_sampler_speed [--ch 64] [--batch 4] [--repeats 3]
+Run (after `make bench-install`; ~4 minutes at the defaults on 2 quiet CPU cores, after the load settles):
+  .venv/bin/python -m benchmarks.p4_sampler_speed [--ch 64] [--batch 4] [--repeats 5] [--torch-threads 0]
 """
 
 from __future__ import annotations
