@@ -166,6 +166,9 @@ def _jax_worker(args) -> None:
     if args.cpus:
         # Before XLA starts: it sizes its thread pool by the CPUs this process may run on.
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.cpus]))
+    from gl_jax import xla_flags
+
+    xla_flags.apply_defaults()  # gl_jax's XLA defaults, as the gl-jax command runs (unless XLA_FLAGS sets them).
     import jax
     import numpy as np
 
@@ -339,16 +342,18 @@ def images_per_s(w: Worker, batch: int) -> float:
 
 # --- attempts: what was tried on the gl_jax side -----------------------------------------------------
 # (name, XLA_FLAGS, extra worker arguments). Every flag here was checked to exist in this jaxlib (an
-# unknown XLA flag aborts the process).
+# unknown XLA flag aborts the process). Rows without a YNNPACK option run on gl_jax's default, YNNPACK
+# convolutions off (gl_jax/xla_flags.py); "XLA's default" turns that off (GL_JAX_XLA_DEFAULTS=0).
 _YNN = "--xla_cpu_experimental_ynn_fusion_type="
+XLA_DEFAULT = "GL_JAX_XLA_DEFAULTS=0"
 ATTEMPTS = [
-    ("default (YNNPACK convolutions and dots)", "", []),
+    ("gl_jax default (YNNPACK convolutions off, dots on)", "", []),
+    ("XLA's default (YNNPACK convolutions and dots)", XLA_DEFAULT, []),
     (
-        "YNNPACK off: Eigen convolutions",
+        "YNNPACK off: Eigen convolutions and dots",
         _YNN + "-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,-LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
         [],
     ),
-    ("YNNPACK convolutions off (dots on)", _YNN + "-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION", []),
     (
         "YNNPACK also fuses elementwise + reduce",
         _YNN + "+LIBRARY_FUSION_TYPE_ELTWISE,+LIBRARY_FUSION_TYPE_REDUCE",
@@ -451,7 +456,7 @@ def run_attempts(args: argparse.Namespace) -> None:
     for name, flags, extra in ATTEMPTS:
         if args.only and not any(s in name for s in args.only):
             continue
-        env = {"XLA_FLAGS": flags} if flags else {}
+        env = {"GL_JAX_XLA_DEFAULTS": "0"} if flags == XLA_DEFAULT else {"XLA_FLAGS": flags} if flags else {}
         try:
             ours = Worker("jax", args, env=env, extra=[*_jax_args(args), *extra])
         except RuntimeError as e:

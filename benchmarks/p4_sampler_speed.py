@@ -53,11 +53,15 @@ import argparse
 import functools
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from gl_jax import xla_flags
 
-from benchmarks import _timing
+xla_flags.apply_defaults()  # gl_jax's XLA defaults, as the gl-jax command runs (unless XLA_FLAGS sets them).
+
+import jax  # noqa: E402 - after the XLA defaults, which XLA reads when its backend starts.
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks import _timing  # noqa: E402
 from benchmarks.p3_train_throughput import GLJAX_ROW, IMAGE_SHAPE, diffusers_ddpm_unet
 from gl_jax.families import build_family
 from gl_jax.published_configs import score_sde_cifar10

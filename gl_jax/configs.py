@@ -126,6 +126,9 @@ def base_config() -> ml_collections.ConfigDict:
     # `--mode eval`: the latest checkpoint's samples with each sampler setting against the reference
     # statistics, and test-set bits/dim; writes <workdir>/eval/report.json and a grid per setting.
     c.eval = ml_collections.ConfigDict()
+    # The checkpoint to evaluate: -1 the newest (report in <workdir>/eval/), else that step's (report in
+    # <workdir>/eval/step_<N>/; eval/metrics.jsonl gathers every evaluated step, e.g. for FID over training).
+    c.eval.checkpoint_step = -1
     c.eval.num_samples = 10_000  # Samples per setting (published FIDs use 50k; fewer bias FID upwards).
     # Samples per sampler call, images per Inception call (also in --mode stats), examples per ODE solve.
     c.eval.batch_size = 250

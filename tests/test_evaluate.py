@@ -214,6 +214,37 @@ def test_eval_resumes_after_sigkill_with_the_same_numbers(tmp_path, reference_ev
     assert got["bits_per_dim"]["bits_per_dim"] == want["bits_per_dim"]["bits_per_dim"]
 
 
+def test_eval_of_an_earlier_checkpoint_keeps_the_newest_report(tmp_path, cache, data_dir, monkeypatch):
+    # FID over training: each evaluated step has its own report and a record in eval/metrics.jsonl.
+    from gl_jax.eval import evaluate
+    from gl_jax.train.checkpoint import CheckpointError
+    from gl_jax.train.loop import train_and_evaluate
+
+    monkeypatch.setenv("GL_JAX_CACHE", str(cache))
+    config = load_config("digits_vp", "smoke")
+    config.data.data_dir = data_dir
+    config.train.num_steps, config.train.steps_per_call, config.train.checkpoint_every = 2, 1, 1
+    train_and_evaluate(config, str(tmp_path))
+    config.stats.path, config.stats.max_images = str(tmp_path / "stats.npz"), 16
+    config.eval.num_samples, config.eval.batch_size, config.eval.bpd_examples = 8, 8, 0
+    reports = {}
+    for step in (1, -1):
+        config.eval.checkpoint_step = step
+        reports[step] = evaluate.evaluate(config, str(tmp_path))
+        folder = tmp_path / evaluate.report_folder(config)
+        assert json.loads((folder / "report.json").read_text()) == json.loads(json.dumps(reports[step]))
+    assert evaluate.report_folder(config) == "eval" and (tmp_path / "eval" / "step_1" / "report.json").exists()
+    assert [reports[s]["checkpoint_step"] for s in (1, -1)] == [1, 2]
+    fids = [r["settings"]["em_10"]["fid"] for r in reports.values()]
+    assert fids[0] != fids[1]  # Other parameters, other samples.
+    records = [json.loads(line) for line in (tmp_path / "eval" / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(r["step"] for r in records) == [1, 2]
+    assert {r["step"]: r["eval/em_10/fid"] for r in records} == {1: fids[0], 2: fids[1]}
+    config.eval.checkpoint_step = 5
+    with pytest.raises(CheckpointError, match=r"No checkpoint of step 5 .* it has \[1, 2\]"):
+        evaluate.evaluate(config, str(tmp_path))
+
+
 def test_eval_without_checkpoint_is_one_line_naming_workdir_and_fix(tmp_path, data_dir):
     from gl_jax.eval import evaluate
     from gl_jax.train.checkpoint import CheckpointError  # gl-jax prints it as "gl-jax: error: <message>".

@@ -78,7 +78,7 @@ from gl_jax.train.validation import check_config
 from gl_jax.train.workdir import WorkdirLock
 from gl_jax.train.writers import MetricsWriter
 
-__all__ = ["EvalSetting", "eval_settings", "evaluate"]
+__all__ = ["EvalSetting", "eval_settings", "evaluate", "report_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -447,10 +447,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             return _evaluate(config, workdir, settings)
 
 
+def report_folder(config: ml_collections.ConfigDict) -> str:
+    """Where `evaluate` writes, relative to the workdir: "eval", or "eval/step_<N>" for
+    `config.eval.checkpoint_step` N (an evaluation of an earlier checkpoint keeps the newest one's report)."""
+    step = int(config.eval.get("checkpoint_step", -1))
+    return "eval" if step < 0 else os.path.join("eval", f"step_{step}")
+
+
 def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[EvalSetting]) -> dict:
     run = Experiment(config, load_train=False)
     settings = [resolve(s, config, run.family, run.spec) for s in settings]
-    state = run.restore(workdir, purpose="evaluate")
+    wanted = int(config.eval.get("checkpoint_step", -1))
+    state = run.restore(workdir, purpose="evaluate", step=None if wanted < 0 else wanted)
     params, step = run.sampling_params(state), int(state.step)
     # Settings with options.grid = "fitted": the grid fitted to these parameters (cached per checkpoint).
     settings = [
@@ -467,7 +475,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[Ev
     ]
     # The post-hoc EMA sweep's snapshots, read (and their absence refused) before anything slow.
     snapshot_steps = _snapshot_steps(config, workdir, step) if config.eval.get("posthoc_sigma_rels") else None
-    out_dir = os.path.join(workdir, "eval")
+    out_dir = os.path.join(workdir, report_folder(config))
     extractor = feature_extractor(config, run.spec)
     reference = compute_stats(config, extractor=extractor, run=run)
     report: dict[str, Any] = {
@@ -614,7 +622,7 @@ def _posthoc_sweep(
         )
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
     trees = reconstruct_from_directory(directory, widths, target=target, step=at)
-    out_dir = os.path.join(workdir, "eval")
+    out_dir = os.path.join(workdir, report_folder(config))
     rows = []
     for width, params in zip(widths, trees, strict=True):
         log.info("Evaluating setting %r with the post-hoc EMA of sigma_rel %g.", setting.name, width)

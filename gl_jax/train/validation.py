@@ -157,6 +157,7 @@ _BY_MODE = {
     "eval": {
         "stats.max_images": _int(0),
         "stats.num_features": _int(2),
+        "eval.checkpoint_step": _int(-1),
         "eval.num_samples": _int(2),  # FID needs a covariance.
         "eval.batch_size": _int(1),
         "eval.kid_subsets": _int(1),
