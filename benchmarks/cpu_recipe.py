@@ -138,15 +138,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, help="the training run's folder")
     parser.add_argument("--config", default=None, help="config for --mode eval (default: the run's own)")
-    parser.add_argument("--steps", type=int, nargs="*", default=None, help="steps to evaluate (default: all kept)")
-    parser.add_argument("--floor", type=float, default=None, help="FID of held-out real images, drawn as a line")
+    parser.add_argument("--steps", type=int, nargs="*", default=None, help="steps (default: all kept)")
+    parser.add_argument("--floor", type=float, default=None, help="FID of held-out real images (a line)")
     parser.add_argument("--picture", default=None, help="also copy the PNG here (e.g. for the README)")
     args = parser.parse_args(argv)
     workdir = os.path.abspath(args.workdir)
     eval_metrics = os.path.join(workdir, "eval", "metrics.jsonl")
     wanted = args.steps if args.steps is not None else _checkpoint_steps(workdir)
+    done = fid_by_step(eval_metrics)
     for step in wanted:
-        if step not in fid_by_step(eval_metrics):
+        if step not in done:
             _evaluate(workdir, step, args.config)
     minutes = training_minutes(os.path.join(workdir, "metrics.jsonl"))
     fids = fid_by_step(eval_metrics)

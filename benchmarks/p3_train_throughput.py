@@ -168,7 +168,7 @@ def _jax_worker(args) -> None:
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.cpus]))
     from gl_jax import xla_flags
 
-    xla_flags.apply_defaults()  # gl_jax's XLA defaults, as the gl-jax command runs (unless XLA_FLAGS sets them).
+    xla_flags.apply_defaults()  # As the gl-jax command runs (unless XLA_FLAGS sets the option).
     import jax
     import numpy as np
 

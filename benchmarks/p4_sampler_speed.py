@@ -62,11 +62,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import _timing  # noqa: E402
-from benchmarks.p3_train_throughput import GLJAX_ROW, IMAGE_SHAPE, diffusers_ddpm_unet
-from gl_jax.families import build_family
-from gl_jax.published_configs import score_sde_cifar10
-from gl_jax.samplers import SAMPLERS
-from gl_jax.spec import DataSpec
+from benchmarks.p3_train_throughput import GLJAX_ROW, IMAGE_SHAPE, diffusers_ddpm_unet  # noqa: E402
+from gl_jax.families import build_family  # noqa: E402
+from gl_jax.published_configs import score_sde_cifar10  # noqa: E402
+from gl_jax.samplers import SAMPLERS  # noqa: E402
+from gl_jax.spec import DataSpec  # noqa: E402
 
 STEPS = 50
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
 
 __all__ = ["CPU_CONVOLUTIONS", "VERIFIED_JAXLIB", "apply_defaults", "default_flags"]
 
@@ -71,8 +72,6 @@ def apply_defaults() -> bool:
 
 
 def _backend_started() -> bool:
-    import sys
-
     if "jax" not in sys.modules:
         return False
     from jax._src import xla_bridge

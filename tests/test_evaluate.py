@@ -233,7 +233,8 @@ def test_eval_of_an_earlier_checkpoint_keeps_the_newest_report(tmp_path, cache, 
         reports[step] = evaluate.evaluate(config, str(tmp_path))
         folder = tmp_path / evaluate.report_folder(config)
         assert json.loads((folder / "report.json").read_text()) == json.loads(json.dumps(reports[step]))
-    assert evaluate.report_folder(config) == "eval" and (tmp_path / "eval" / "step_1" / "report.json").exists()
+    assert evaluate.report_folder(config) == "eval"
+    assert (tmp_path / "eval" / "step_1" / "report.json").exists()
     assert [reports[s]["checkpoint_step"] for s in (1, -1)] == [1, 2]
     fids = [r["settings"]["em_10"]["fid"] for r in reports.values()]
     assert fids[0] != fids[1]  # Other parameters, other samples.

@@ -33,7 +33,9 @@ def _fresh(code: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-_PRINT = "import os; from gl_jax import xla_flags; print(xla_flags.apply_defaults(), os.environ.get('XLA_FLAGS'))"
+_PRINT = (
+    "import os; from gl_jax import xla_flags; print(xla_flags.apply_defaults(), os.environ.get('XLA_FLAGS'))"
+)
 
 
 def test_apply_defaults_sets_the_environment_unless_opted_out():
