@@ -2,8 +2,8 @@
 
 Launch:
   gl-jax --config experiments/fashion_mnist_edm.py --workdir runs/fashion_mnist_edm
-  gl-jax --config experiments/fashion_mnist_edm.py --mode stats --config.stats.max_images=2000
-  gl-jax --workdir runs/fashion_mnist_edm --mode eval --config.stats.max_images=2000 \\
+  gl-jax --config experiments/fashion_mnist_edm.py --mode stats   # first 2,000 training images
+  gl-jax --workdir runs/fashion_mnist_edm --mode eval \\
     [--config.eval.checkpoint_step=N]   # an earlier checkpoint; all eight are kept
   gl-jax --config experiments/fashion_mnist_edm.py:smoke --workdir /tmp/fmnist_edm_smoke  # seconds
 
