@@ -94,7 +94,12 @@ def _evaluate(workdir: str, step: int, config: str | None) -> None:
     command += [f"--config={config}"] if config else []
     command += [f"--config.eval.checkpoint_step={step}"]
     print(f"step {step}: {' '.join(command[1:])}", flush=True)
-    subprocess.run(command, check=True)
+    status = subprocess.run(command).returncode
+    if status != 0:
+        raise SystemExit(
+            f"cpu_recipe: the evaluation of step {step} exited with status {status} (its message is above); "
+            "mend that and run this again: steps already evaluated are kept."
+        )
 
 
 def _plot(path: str, rows: list[tuple[int, float, dict[str, float]]], *, floor: float | None, title: str):
