@@ -5,6 +5,12 @@ import pathlib
 
 import pytest
 
+from gl_jax import xla_flags
+
+# The XLA options the gl-jax command starts with (XLA:CPU's own convolutions: the image tests run 2-3x
+# faster), before any test starts JAX's backend; in-process results then match the command's.
+xla_flags.apply_defaults()
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
