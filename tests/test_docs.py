@@ -20,6 +20,7 @@ PUBLIC = ("sde", "parametrization", "analytic", "losses", "samplers", "likelihoo
 PUBLIC += ("models", "families", "train", "eval", "data")
 # Top-level modules: the lowest layer's, on the utilities page, and the run loader.
 UTILITIES = ("registry", "spec", "pixels", "plots", "files", "rng", "interrupts", "trained", "experiments")
+UTILITIES += ("xla_flags",)
 
 
 def sphinx_build(source: pathlib.Path, out: pathlib.Path) -> subprocess.CompletedProcess:
