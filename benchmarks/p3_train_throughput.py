@@ -67,6 +67,11 @@ step was slow in that pair); remat full 0.71x. The spread of one setting's steps
 default) is larger than the differences between settings: on this shared 2-core machine none is a
 clear win, and none reaches 1.0x beyond the noise.
 
+With gl_jax's XLA default (`gl_jax/xla_flags.py`, applied by the gl_jax worker; the runs above are XLA's
+own default, now `GL_JAX_XLA_DEFAULTS=0`), two consecutive runs the afternoon of 2026-12-03 (load 0.46 and
+0.47 at the start): gl_jax 3.20 s per step (2.93-3.80) then 3.57 (3.39-4.17); PyTorch 3.14 (3.05-3.22)
+then 3.41 (3.08-3.98): 0.98x (0.80-1.10) then 0.95x (0.74-1.18). Step memory 1,855 MiB (XLA's plan 1,218).
+
 Run (after `make bench-install`; a few minutes on 2 CPU cores, most of it XLA's compilation and
 PyTorch's steps):
   .venv/bin/python -m benchmarks.p3_train_throughput [--batch 8] [--repeats 5]

@@ -43,6 +43,12 @@ What moves it: XLA:CPU's YNNPACK convolutions. With them off, run as
 with YNNPACK's dots off too, 1.18x (1.04-1.28) and 1.15x (0.99-1.33) in two runs, evaluation 102 and 124
 ms against 118 and 155 ms. Still short of the 1.5x goal.
 
+With gl_jax's XLA default (`gl_jax/xla_flags.py`, applied at the top of this file; the runs above are
+XLA's own default, now `GL_JAX_XLA_DEFAULTS=0`), two consecutive runs the afternoon of 2026-12-03 (load
+0.49 and 0.18 at the start; the machine ran ~1.3x slower than that morning for both sides): gl_jax 7.16 s
+(6.13-7.64) then 7.23 (6.92-7.45), one evaluation 133 then 149 ms; diffusers 7.55 (7.26-8.12) then 8.15
+(7.67-8.89), evaluation 166 then 182 ms: 1.05x (0.95-1.32) then 1.13x (1.03-1.29).
+
 Run (after `make bench-install`; ~4 minutes at the defaults on 2 quiet CPU cores, after the load settles):
   .venv/bin/python -m benchmarks.p4_sampler_speed [--ch 64] [--batch 4] [--repeats 5] [--torch-threads 0]
 """
