@@ -10,7 +10,8 @@ Launch:
 What differs from `fashion_mnist_ddpmpp` (same network, `ddpmpp-small`, 1.26M parameters, batch 64), each
 from EDM (Karras et al. 2022, sec. 5 and table 1):
   * preconditioning: the network F predicts the denoiser D = c_skip x + c_out F(c_in x, c_noise) with
-    sigma_data = 0.5, so its input and target have unit variance at every noise level;
+    sigma_data = 0.5, EDM's value for CIFAR-10 (its input and target then have unit variance at every noise
+    level for data of std 0.5; Fashion-MNIST in [-1, 1] has std 0.71 and rms 0.83, a value not yet tried);
   * noise levels ln sigma ~ N(-1.2, 1.2^2) (the levels that matter for samples, instead of VP's uniform t,
     which spends most steps near pure noise or pure data) and the loss weight
     (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 (unit effective weight on every level);
