@@ -30,6 +30,8 @@ import sys
 
 import numpy as np
 
+from gl_jax import files
+
 __all__ = ["training_minutes", "fid_by_step", "main"]
 
 
@@ -161,8 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"No evaluated checkpoint in {workdir}; train first.")
     text = table(rows)
     print(text)
-    with open(os.path.join(workdir, "eval", "fid_vs_minutes.md"), "w") as f:
-        f.write(text + "\n")
+    files.write_bytes(os.path.join(workdir, "eval", "fid_vs_minutes.md"), (text + "\n").encode())
     path = os.path.join(workdir, "eval", "fid_vs_minutes.png")
     _plot(path, rows, floor=args.floor, title=os.path.basename(workdir))
     if args.picture:

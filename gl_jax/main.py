@@ -29,6 +29,8 @@ import sys
 import tempfile
 import traceback
 
+from gl_jax import xla_flags
+
 __all__ = ["run", "main"]
 
 _FLAGS_DEFINED = False
@@ -46,9 +48,8 @@ FLAG_HELP = (
 )
 # Printed under the flags: the XLA option the command adds (gl_jax/xla_flags.py).
 XLA_HELP = (
-    "On CPU, gl-jax adds XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-LIBRARY_FUSION_TYPE_INDIVIDUAL_"
-    "CONVOLUTION (XLA's own convolutions, faster on U-Nets than YNNPACK's) unless XLA_FLAGS sets that option "
-    "or GL_JAX_XLA_DEFAULTS=0."
+    f"On CPU, gl-jax adds XLA_FLAGS={xla_flags.CPU_CONVOLUTIONS} (XLA's own convolutions, faster on U-Nets "
+    "than YNNPACK's) unless XLA_FLAGS sets that option or GL_JAX_XLA_DEFAULTS=0."
 )
 # Each mode: (name, what it does, an example command).
 MODE_HELP = (
@@ -555,7 +556,6 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point: SIGINT and SIGTERM are handled before anything heavy is imported."""
-    from gl_jax import xla_flags
     from gl_jax.interrupts import Interrupted, handle_signals
 
     xla_flags.apply_defaults()  # Before anything can start JAX's backend.

@@ -450,15 +450,20 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def report_folder(config: ml_collections.ConfigDict) -> str:
     """Where `evaluate` writes, relative to the workdir: "eval", or "eval/step_<N>" for
     `config.eval.checkpoint_step` N (an evaluation of an earlier checkpoint keeps the newest one's report)."""
+    step = _checkpoint_step(config)
+    return "eval" if step is None else os.path.join("eval", f"step_{step}")
+
+
+def _checkpoint_step(config: ml_collections.ConfigDict) -> int | None:
+    """`config.eval.checkpoint_step`, None for the newest checkpoint (-1)."""
     step = int(config.eval.get("checkpoint_step", -1))
-    return "eval" if step < 0 else os.path.join("eval", f"step_{step}")
+    return None if step < 0 else step
 
 
 def _evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[EvalSetting]) -> dict:
     run = Experiment(config, load_train=False)
     settings = [resolve(s, config, run.family, run.spec) for s in settings]
-    wanted = int(config.eval.get("checkpoint_step", -1))
-    state = run.restore(workdir, purpose="evaluate", step=None if wanted < 0 else wanted)
+    state = run.restore(workdir, purpose="evaluate", step=_checkpoint_step(config))
     params, step = run.sampling_params(state), int(state.step)
     # Settings with options.grid = "fitted": the grid fitted to these parameters (cached per checkpoint).
     settings = [
