@@ -30,7 +30,7 @@ import sys
 
 import numpy as np
 
-from gl_jax import files
+from gl_jax import files, plots
 
 __all__ = ["training_minutes", "fid_by_step", "main"]
 
@@ -105,26 +105,15 @@ def _evaluate(workdir: str, step: int, config: str | None) -> None:
 
 
 def _plot(path: str, rows: list[tuple[int, float, dict[str, float]]], *, floor: float | None, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
     names = sorted({name for _, _, fids in rows for name in fids})
+    curves = {}
     for name in names:
-        xy = [(minutes, fids[name]) for _, minutes, fids in rows if name in fids]
-        ax.plot(*zip(*xy, strict=True), "o-", ms=4, label=name)
-    if floor is not None:
-        ax.axhline(floor, color="gray", ls="--", lw=1, label=f"held-out real images ({floor:g})")
-    ax.set_xlabel("training minutes (2 CPU cores)")
-    ax.set_ylabel("FID")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        minutes, fid = zip(*[(m, fids[name]) for _, m, fids in rows if name in fids], strict=True)
+        curves[name] = (np.array(minutes), np.array(fid))
+    reference = None if floor is None else (floor, f"held-out real images ({floor:g})")
+    plots.save_curves(
+        path, curves, xlabel="training minutes (2 CPU cores)", ylabel="FID", title=title, reference=reference
+    )
 
 
 def table(rows: list[tuple[int, float, dict[str, float]]]) -> str:

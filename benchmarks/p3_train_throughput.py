@@ -346,32 +346,34 @@ def images_per_s(w: Worker, batch: int) -> float:
 
 
 # --- attempts: what was tried on the gl_jax side -----------------------------------------------------
-# (name, XLA_FLAGS, extra worker arguments). Every flag here was checked to exist in this jaxlib (an
-# unknown XLA flag aborts the process). Rows without a YNNPACK option run on gl_jax's default, YNNPACK
-# convolutions off (gl_jax/xla_flags.py); "XLA's default" turns that off (GL_JAX_XLA_DEFAULTS=0).
+# (name, environment of the gl_jax worker, extra worker arguments). Every flag here was checked to exist in
+# this jaxlib (an unknown XLA flag aborts the process). Rows without a YNNPACK option run on gl_jax's
+# default, YNNPACK convolutions off (gl_jax/xla_flags.py); "XLA's default" turns that off.
 _YNN = "--xla_cpu_experimental_ynn_fusion_type="
-XLA_DEFAULT = "GL_JAX_XLA_DEFAULTS=0"
-ATTEMPTS = [
-    ("gl_jax default (YNNPACK convolutions off, dots on)", "", []),
-    ("XLA's default (YNNPACK convolutions and dots)", XLA_DEFAULT, []),
+ATTEMPTS: list[tuple[str, dict[str, str], list[str]]] = [
+    ("gl_jax default (YNNPACK convolutions off, dots on)", {}, []),
+    ("XLA's default (YNNPACK convolutions and dots)", {"GL_JAX_XLA_DEFAULTS": "0"}, []),
     (
         "YNNPACK off: Eigen convolutions and dots",
-        _YNN + "-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,-LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+        {
+            "XLA_FLAGS": _YNN + "-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,"
+            "-LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+        },
         [],
     ),
     (
         "YNNPACK also fuses elementwise + reduce",
-        _YNN + "+LIBRARY_FUSION_TYPE_ELTWISE,+LIBRARY_FUSION_TYPE_REDUCE",
+        {"XLA_FLAGS": _YNN + "+LIBRARY_FUSION_TYPE_ELTWISE,+LIBRARY_FUSION_TYPE_REDUCE"},
         [],
     ),
-    ("fast math", "--xla_cpu_enable_fast_math=true", []),
-    ("vector width 512", "--xla_cpu_prefer_vector_width=512", []),
-    ("opt preset FAST_RUNTIME", "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_RUNTIME", []),
-    ("gl_jax on 1 core", "", ["--cpus", "1"]),
-    ("matmul precision bfloat16", "", ["--matmul-precision", "bfloat16"]),
-    ("bf16 compute, fp32 master weights", "", ["--compute-dtype", "bfloat16"]),
-    ("remat 'dots'", "", ["--remat", "dots"]),
-    ("remat 'full'", "", ["--remat", "full"]),
+    ("fast math", {"XLA_FLAGS": "--xla_cpu_enable_fast_math=true"}, []),
+    ("vector width 512", {"XLA_FLAGS": "--xla_cpu_prefer_vector_width=512"}, []),
+    ("opt preset FAST_RUNTIME", {"XLA_FLAGS": "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_RUNTIME"}, []),
+    ("gl_jax on 1 core", {}, ["--cpus", "1"]),
+    ("matmul precision bfloat16", {}, ["--matmul-precision", "bfloat16"]),
+    ("bf16 compute, fp32 master weights", {}, ["--compute-dtype", "bfloat16"]),
+    ("remat 'dots'", {}, ["--remat", "dots"]),
+    ("remat 'full'", {}, ["--remat", "full"]),
 ]
 
 
@@ -458,16 +460,14 @@ def run_attempts(args: argparse.Namespace) -> None:
     machine = _timing.Machine()
     peer = Worker("torch", args, extra=_torch_args(args, args.torch_threads[0]))
     rows = []
-    for name, flags, extra in ATTEMPTS:
+    for name, env, extra in ATTEMPTS:
         if args.only and not any(s in name for s in args.only):
             continue
-        env = {"GL_JAX_XLA_DEFAULTS": "0"} if flags == XLA_DEFAULT else {"XLA_FLAGS": flags} if flags else {}
+        setting = " ".join(f"`{key}={value}`" for key, value in env.items()) or " ".join(extra) or "-"
         try:
             ours = Worker("jax", args, env=env, extra=[*_jax_args(args), *extra])
         except RuntimeError as e:
-            rows.append(
-                (name, flags or " ".join(extra), "failed", "-", "-", "-", str(e).splitlines()[-1][:80])
-            )
+            rows.append((name, setting, "failed", "-", "-", "-", str(e).splitlines()[-1][:80]))
             continue
         peer.times = []
         interleave([ours, peer], args.repeats)
@@ -476,7 +476,7 @@ def run_attempts(args: argparse.Namespace) -> None:
         rows.append(
             (
                 name,
-                f"`{flags}`" if flags else " ".join(extra) or "-",
+                setting,
                 f"{statistics.median(ours.times):.2f}",
                 f"{statistics.median(peer.times):.2f}",
                 f"{ratio:.2f}x",

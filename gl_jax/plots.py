@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 
 import numpy as np
 from PIL import Image
@@ -17,6 +18,8 @@ __all__ = [
     "save_image_grid",
     "save_scatter",
     "save_loss_curve",
+    "save_metric_curve",
+    "save_curves",
     "save_samples",
 ]
 
@@ -256,3 +259,39 @@ def save_metric_curve(
     _save_figure(fig, path)
     plt.close(fig)
     return picture
+
+
+def save_curves(
+    path: str | os.PathLike,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    reference: tuple[float, str] | None = None,
+) -> None:
+    """Several named curves on one axis (e.g. FID against training minutes, one line per sampler).
+
+    Args:
+      path: the picture's file; written atomically.
+      curves: `{label: (x [N], y [N])}`, drawn in sorted label order.
+      xlabel: the x axis' label.
+      ylabel: the y axis' label.
+      title: the figure's title.
+      reference: `(y, label)` of a dashed horizontal line (e.g. the FID of held-out real images).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label in sorted(curves):
+        x, y = curves[label]
+        ax.plot(np.asarray(x, np.float64), np.asarray(y, np.float64), "o-", ms=4, label=label)
+    if reference is not None:
+        ax.axhline(reference[0], color="gray", ls="--", lw=1, label=reference[1])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save_figure(fig, path)
+    plt.close(fig)

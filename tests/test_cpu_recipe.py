@@ -55,3 +55,27 @@ def test_a_failed_evaluation_stops_with_one_line_naming_the_step(tmp_path, monke
         cpu_recipe.main(["--workdir", str(tmp_path)])
     message = str(info.value)
     assert "\n" not in message and "evaluation of step 600 exited with status 1" in message
+
+
+def test_main_writes_the_table_and_a_picture_with_one_curve_per_setting(tmp_path, monkeypatch):
+    from PIL import Image
+
+    _write(
+        tmp_path / "metrics.jsonl",
+        [{"step": 0, "train/compile_seconds": 60.0}, {"step": 600, "train/steps_per_sec": 1.0}],
+    )
+    (tmp_path / "eval").mkdir()
+    _write(tmp_path / "eval" / "metrics.jsonl", [{"step": 600, "eval/heun/fid": 55.0, "eval/dpm/fid": 57.0}])
+    monkeypatch.setattr(subprocess, "run", lambda *a, **kw: pytest.fail("step 600 is evaluated already"))
+    picture = tmp_path / "copy.png"
+    cpu_recipe.main(["--workdir", str(tmp_path), "--floor", "29.6", "--picture", str(picture)])
+    table = (tmp_path / "eval" / "fid_vs_minutes.md").read_text().splitlines()
+    assert table[-1] == "| 600 | 11.0 | 57.0 | 55.0 | 55.0 (heun) |"  # 1 min compiling + 600 s.
+    with Image.open(picture) as image:
+        assert image.format == "PNG" and min(image.size) > 200
+    # Written atomically: no temporary file is left beside them.
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
+        "fid_vs_minutes.md",
+        "fid_vs_minutes.png",
+        "metrics.jsonl",
+    ]
