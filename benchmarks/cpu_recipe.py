@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -156,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     path = os.path.join(workdir, "eval", "fid_vs_minutes.png")
     _plot(path, rows, floor=args.floor, title=os.path.basename(workdir))
     if args.picture:
-        shutil.copyfile(path, args.picture)
+        with open(path, "rb") as f:
+            files.write_bytes(args.picture, f.read())  # Atomic, as the picture it copies.
     print(f"Wrote {path}")
 
 

@@ -34,9 +34,9 @@ import ml_collections
 
 from gl_jax.configs import base_config
 
-# Steps in ~53 minutes on 2 cores at ~1.9 steps/s of batch 32 (measured 2026-12-03 with XLA's own
-# convolutions, gl_jax/xla_flags.py): batch 32 trains at 61 images/s, batch 64 at 58, so halving the batch
-# doubles the updates in the hour for the same images.
+# Steps in 56.4 training minutes on 2 cores at 1.7-1.9 steps/s of batch 32 (measured 2026-12-03 with XLA's
+# own convolutions, gl_jax/xla_flags.py): batch 32 trains at 61 images/s, batch 64 at 58, so halving the
+# batch doubles the updates in the hour for the same images.
 NUM_STEPS = 6000
 
 
