@@ -1,7 +1,8 @@
 """Sample quality per CPU-hour: FID over training time of a run, e.g. `experiments/fashion_mnist_edm.py`.
 
   gl-jax --config experiments/fashion_mnist_edm.py --workdir runs/fm_edm       # the hour of training
-  python -m benchmarks.cpu_recipe --workdir runs/fm_edm [--steps 600 1200 1800 2400] [--picture FILE]
+  python -m benchmarks.cpu_recipe --workdir runs/fm_edm [--steps 600 1200 1800 2400] [--picture FILE] \
+    [--title fashion_mnist_edm]
 
 For each kept checkpoint (or the `--steps` given) that eval/metrics.jsonl does not hold yet, runs
 `gl-jax --workdir W --mode eval --config.eval.checkpoint_step=N` (the run's saved config, or `--config`; the
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, nargs="*", default=None, help="steps (default: all kept)")
     parser.add_argument("--floor", type=float, default=None, help="FID of held-out real images (a line)")
     parser.add_argument("--picture", default=None, help="also copy the PNG here (e.g. for the README)")
+    parser.add_argument("--title", default=None, help="the picture's title (default: the workdir's name)")
     args = parser.parse_args(argv)
     workdir = os.path.abspath(args.workdir)
     eval_metrics = os.path.join(workdir, "eval", "metrics.jsonl")
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     files.write_bytes(os.path.join(workdir, "eval", "fid_vs_minutes.md"), (text + "\n").encode())
     path = os.path.join(workdir, "eval", "fid_vs_minutes.png")
-    _plot(path, rows, floor=args.floor, title=os.path.basename(workdir))
+    _plot(path, rows, floor=args.floor, title=args.title or os.path.basename(workdir))
     if args.picture:
         with open(path, "rb") as f:
             files.write_bytes(args.picture, f.read())  # Atomic, as the picture it copies.

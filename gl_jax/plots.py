@@ -200,6 +200,18 @@ def save_samples(
     return picture
 
 
+def _labelled_axes(*, xlabel: str, ylabel: str, title: str = ""):
+    """A 6x4-inch figure with one gridded axis, labelled; returns `(pyplot, figure, axis)`."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return plt, fig, ax
+
+
 def save_loss_curve(
     path: str | os.PathLike,
     steps: np.ndarray,
@@ -209,9 +221,8 @@ def save_loss_curve(
     eval_losses: np.ndarray | None = None,
 ) -> None:
     """Training loss against step (with a moving average over ~1/50 of the run), and eval loss points."""
-    plt = _pyplot()
     steps, losses = np.asarray(steps), np.asarray(losses)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    plt, fig, ax = _labelled_axes(xlabel="step", ylabel="loss")
     ax.plot(steps, losses, lw=0.8, alpha=0.4, label="loss")
     window = max(1, len(losses) // 50)
     if window > 1:
@@ -219,11 +230,8 @@ def save_loss_curve(
         ax.plot(steps[window - 1 :], smooth, lw=1.5, label=f"moving average ({window})")
     if eval_steps is not None and len(eval_steps):
         ax.plot(eval_steps, eval_losses, "o-", ms=4, label="eval loss (EMA)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
     ax.set_yscale("log" if np.all(losses > 0) else "linear")
     ax.legend()
-    ax.grid(alpha=0.3)
     _save_figure(fig, path)
     plt.close(fig)
 
@@ -242,19 +250,13 @@ def save_metric_curve(
     Returns:
       The picture as RGB uint8 `[rows, cols, 3]` (for TensorBoard).
     """
-    plt = _pyplot()
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    plt, fig, ax = _labelled_axes(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.plot(x, y, "o-", ms=4)
     if np.isfinite(y).any():
         best = int(np.nanargmin(y))
         ax.plot(x[best], y[best], "r*", ms=12, label=f"lowest: {y[best]:.4g} at {x[best]:g}")
         ax.legend()
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
     picture = _figure_array(fig)
     _save_figure(fig, path)
     plt.close(fig)
@@ -280,18 +282,12 @@ def save_curves(
       title: the figure's title.
       reference: `(y, label)` of a dashed horizontal line (e.g. the FID of held-out real images).
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    plt, fig, ax = _labelled_axes(xlabel=xlabel, ylabel=ylabel, title=title)
     for label in sorted(curves):
         x, y = curves[label]
         ax.plot(np.asarray(x, np.float64), np.asarray(y, np.float64), "o-", ms=4, label=label)
     if reference is not None:
         ax.axhline(reference[0], color="gray", ls="--", lw=1, label=reference[1])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
     ax.legend()
     _save_figure(fig, path)
     plt.close(fig)

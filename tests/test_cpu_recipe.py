@@ -79,3 +79,15 @@ def test_main_writes_the_table_and_a_picture_with_one_curve_per_setting(tmp_path
         "fid_vs_minutes.png",
         "metrics.jsonl",
     ]
+
+
+def test_title_names_the_picture_and_defaults_to_the_workdir(tmp_path, monkeypatch):
+    run = tmp_path / "run_a"
+    (run / "eval").mkdir(parents=True)
+    _write(run / "metrics.jsonl", [{"step": 600, "train/steps_per_sec": 1.0}])
+    _write(run / "eval" / "metrics.jsonl", [{"step": 600, "eval/heun/fid": 55.0}])
+    titles = []
+    monkeypatch.setattr(cpu_recipe.plots, "save_curves", lambda *a, title, **kw: titles.append(title))
+    cpu_recipe.main(["--workdir", str(run)])
+    cpu_recipe.main(["--workdir", str(run), "--title", "fashion_mnist_edm"])
+    assert titles == ["run_a", "fashion_mnist_edm"]
