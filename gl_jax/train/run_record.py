@@ -141,7 +141,7 @@ def read_record(workdir: str, *, set_aside: bool = False) -> RunRecord | None:
             raw = json.load(f)
         spec = raw["spec"]
         spec = DataSpec(**{**spec, "shape": tuple(spec["shape"])})
-        config = ml_collections.ConfigDict(raw["config"])
+        config = ml_collections.ConfigDict(_tuples(raw["config"]))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -162,6 +162,15 @@ def read_record(workdir: str, *, set_aside: bool = False) -> RunRecord | None:
         raw.get("commit"),
         raw.get("started", ""),
     )
+
+
+def _tuples(value: Any) -> Any:
+    """JSON's lists back as the tuples a config holds: `--config.<key>=...` overrides only a tuple."""
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
 
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict:

@@ -3,6 +3,9 @@ read the checkpoint as another model and apply the rest, and `gl_jax.load_run` r
 
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +35,20 @@ def test_training_writes_the_resolved_config_spec_and_command(toy_run):
     raw = json.loads(open(f"{workdir}/run.json").read())
     assert raw["version"] == gl_jax.__version__ and isinstance(raw["command"], list)
     record = read_record(workdir)
-    assert record.config.sample.steps == 4 and record.config.model.features == [32, 32]
+    # JSON's lists come back as the config's tuples (the only sequence a --config.<key> override sets).
+    assert record.config.sample.steps == 4 and record.config.model.features == (32, 32)
     assert record.spec.name == "toy/gmm_2d" and record.spec.shape == (2,) and record.spec.kind == "vector"
+
+
+def test_a_tuple_of_the_saved_config_takes_a_command_line_override(toy_run):
+    workdir, _, _ = toy_run
+    proc = subprocess.run(
+        [sys.executable, "-m", "gl_jax.main", "--workdir", workdir, "--print_config",
+         "--config.eval.posthoc_sigma_rels=(0.05, 0.2)"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "posthoc_sigma_rels: !!python/tuple\n  - 0.05\n  - 0.2\n" in proc.stdout, proc.stdout[-3000:]
 
 
 def test_a_reader_refuses_another_meaning_and_applies_other_changes(toy_run, caplog):
