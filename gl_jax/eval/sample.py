@@ -17,7 +17,7 @@ from gl_jax.interrupts import handle_signals
 from gl_jax.spec import DataSpec
 from gl_jax.train import distributed
 from gl_jax.train.experiment import Experiment, reading_workdir
-from gl_jax.train.run_record import check_config_matches, read_record
+from gl_jax.train.run_record import check_config_matches, config_from_json, read_record
 from gl_jax.train.validation import check_config
 
 __all__ = ["sample", "regenerate"]
@@ -89,7 +89,7 @@ def regenerate(rec: dict[str, Any]) -> np.ndarray:
     """
     if rec.get("key") is None:
         raise ValueError(f"A {rec.get('kind')!r} record holds no single key; only sample files regenerate.")
-    config = ml_collections.ConfigDict(rec["config"])
+    config = config_from_json(rec["config"])
     spec = rec["spec"]
     spec = DataSpec(**{**spec, "shape": tuple(spec["shape"])})
     run = Experiment(config, load_train=False, spec=spec)

@@ -24,6 +24,7 @@ from typing import Any
 import ml_collections
 
 from gl_jax import files
+from gl_jax.registry import plain
 from gl_jax.spec import DataSpec
 from gl_jax.train.posthoc_ema import posthoc_sigma_rels
 
@@ -34,6 +35,7 @@ __all__ = [
     "write_record",
     "read_record",
     "saved_config",
+    "config_from_json",
     "check_config_matches",
     "git_commit",
     "package_version",
@@ -141,7 +143,7 @@ def read_record(workdir: str, *, set_aside: bool = False) -> RunRecord | None:
             raw = json.load(f)
         spec = raw["spec"]
         spec = DataSpec(**{**spec, "shape": tuple(spec["shape"])})
-        config = ml_collections.ConfigDict(_tuples(raw["config"]))
+        config = config_from_json(raw["config"])
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -164,13 +166,10 @@ def read_record(workdir: str, *, set_aside: bool = False) -> RunRecord | None:
     )
 
 
-def _tuples(value: Any) -> Any:
-    """JSON's lists back as the tuples a config holds: `--config.<key>=...` overrides only a tuple."""
-    if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    return value
+def config_from_json(raw: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A config as read back from JSON (`run.json`, a provenance record), with its sequences as the tuples
+    the config file had: JSON has only lists, and `--config.<key>=...` overrides only a tuple."""
+    return ml_collections.ConfigDict(plain(raw))
 
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
